@@ -1,0 +1,48 @@
+"""Shared fixtures: a small CNN trained once per session on scikit-learn's digits (ships with the package).
+
+Area-specific fixtures live in ``tests/fixtures_<area>.py`` modules registered below, so that several people
+can add fixtures without editing one file.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One process runs every test: tfmot needs tf_keras, which TF_USE_LEGACY_KERAS must select before TensorFlow's
+# first import (the CLI sets it the same way on the paths that need it).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np
+import pytest
+
+pytest_plugins = [
+    "tests.fixtures_models",
+]
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """Digits as (train_x, train_y, test_x, test_y), images 8x8x1 in [0, 1], float32."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.images / 16.0).astype(np.float32)[..., None]
+    y = data.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    split = 1400
+    return x[:split], y[:split], x[split:], y[split:]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, digits):
+    """``train.npz`` (x, y), ``test.npz`` (x, y), ``calib.npz`` (x), ``calib.npy`` in one folder."""
+    folder = tmp_path_factory.mktemp("data")
+    train_x, train_y, test_x, test_y = digits
+    np.savez(folder / "train.npz", x=train_x, y=train_y)
+    np.savez(folder / "test.npz", x=test_x, y=test_y)
+    np.savez(folder / "calib.npz", x=train_x[:200])
+    np.save(folder / "calib.npy", train_x[:200])
+    return folder

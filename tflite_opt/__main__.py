@@ -1,0 +1,4 @@
+from tflite_opt.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""The library's exception hierarchy. Commands turn these into one clear line on stderr (exit 1)."""
+
+
+class TfliteOptError(Exception):
+    """Base class: something the user can fix went wrong. The message says what and how."""
+
+
+class ModelLoadError(TfliteOptError):
+    """The model file or directory cannot be read, or is of an unsupported kind."""
+
+
+class DataError(TfliteOptError):
+    """Representative, evaluation or training data is missing, malformed or does not fit the model."""
+
+
+class ConversionError(TfliteOptError):
+    """TFLiteConverter failed, or produced something that violates what was asked (e.g. not integer-only)."""
+
+
+class EvaluationError(TfliteOptError):
+    """A .tflite file cannot be loaded or run by the LiteRT interpreter."""
+
+
+class TrainingError(TfliteOptError):
+    """Fine-tuning (pruning, QAT, clustering, distillation) cannot start or failed."""
+
+
+class OutputPathError(TfliteOptError):
+    """The output path is unusable (e.g. it is the input, or its folder cannot be written)."""

@@ -1,0 +1,229 @@
+"""The ``Dataset`` container and ``load_data``, the single entry point for every data source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from tflite_opt.errors import DataError
+from tflite_opt.specs import TensorSpec
+
+PREPROCESS_CHOICES = ("unit", "symmetric", "imagenet", "raw")
+RANDOM_WARNING = (
+    "using random data: quantization ranges and accuracy numbers are meaningless (smoke tests only)"
+)
+
+
+@dataclass
+class Dataset:
+    """Samples for a model, keyed by input name, with optional class labels.
+
+    Attributes:
+        inputs: input name -> array whose leading axis is the sample axis.
+        labels: class ids, shape ``(n,)`` int64, or ``None`` for unlabelled data.
+        source: where the samples came from (for messages).
+        class_names: for labelled image folders, the class folder names in label order.
+        warnings: things the user should be told (e.g. random data).
+    """
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    source: str = ""
+    class_names: list[str] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values()))) if self.inputs else 0
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    def take(self, n: int | None) -> "Dataset":
+        """The first ``n`` samples (all when ``n`` is None or larger than the set)."""
+        if n is None or n >= len(self):
+            return self
+        return self.subset(np.arange(n))
+
+    def subset(self, index: np.ndarray) -> "Dataset":
+        return Dataset(
+            inputs={k: v[index] for k, v in self.inputs.items()},
+            labels=None if self.labels is None else self.labels[index],
+            source=self.source,
+            class_names=self.class_names,
+            warnings=list(self.warnings),
+        )
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Yield dicts of input arrays, ``batch_size`` samples at a time."""
+        for start in range(0, len(self), batch_size):
+            yield {k: v[start : start + batch_size] for k, v in self.inputs.items()}
+
+    def samples(self) -> Iterator[dict[str, np.ndarray]]:
+        """Yield one sample at a time, each with a batch axis of 1 (the representative-dataset form)."""
+        return self.batches(1)
+
+    def check_labels(self, num_classes: int) -> None:
+        """Reject labels outside ``[0, num_classes)`` before any training starts."""
+        if self.labels is None:
+            return
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= num_classes):
+            bad = int(np.flatnonzero((self.labels < 0) | (self.labels >= num_classes))[0])
+            raise DataError(
+                f"label {int(self.labels[bad])} of sample {bad} in {self.source} is outside the model's "
+                f"{num_classes} classes (0..{num_classes - 1}); fix the labels or the model's output size"
+            )
+
+
+def load_data(
+    source: str | Path,
+    input_specs: Sequence[TensorSpec],
+    *,
+    preprocess: str = "unit",
+    num_samples: int | None = None,
+    allow_random: bool = False,
+    require_labels: bool = False,
+    random_seed: int = 0,
+) -> Dataset:
+    """Load samples from ``source`` and check them against the model's inputs.
+
+    Args:
+        source: a ``.npz``/``.npy`` file, an image folder, or ``"random"``.
+        input_specs: the model's inputs; samples are matched to them by name and validated (shape, castable
+            dtype, finite values) and cast to each input's dtype (float64 -> float32 is fine).
+        preprocess: image folders only: ``unit`` [0,1], ``symmetric`` [-1,1], ``imagenet`` mean/std, ``raw`` 0-255.
+        num_samples: keep only the first N samples.
+        allow_random: whether ``"random"`` is accepted here (smoke tests only; a warning is attached).
+        require_labels: raise if the data has no labels (training).
+        random_seed: seed for ``"random"``.
+
+    Raises:
+        DataError: with a message naming the file, the input and the sample index.
+    """
+    from tflite_opt.representative_data import arrays, images
+
+    source_str = str(source)
+    if source_str == "random":
+        if not allow_random:
+            raise DataError("'random' data is not allowed here; pass a .npz, .npy or image folder")
+        dataset = _random_dataset(input_specs, num_samples or 100, random_seed)
+    else:
+        path = Path(source_str)
+        if not path.exists():
+            raise DataError(f"data path {source_str} does not exist")
+        if path.is_dir():
+            dataset = images.load_image_folder(path, input_specs, preprocess=preprocess, limit=num_samples)
+        elif path.suffix.lower() == ".npz":
+            dataset = arrays.load_npz(path, input_specs)
+        elif path.suffix.lower() == ".npy":
+            dataset = arrays.load_npy(path, input_specs)
+        else:
+            raise DataError(
+                f"cannot read data from {source_str}: expected a .npz or .npy file, an image folder, or 'random'"
+            )
+    if num_samples is not None:
+        if num_samples < 1:
+            raise DataError("--num-samples must be at least 1")
+        dataset = dataset.take(num_samples)
+    if len(dataset) == 0:
+        raise DataError(f"{source_str} holds no samples")
+    validate(dataset, input_specs)
+    if require_labels and dataset.labels is None:
+        raise DataError(
+            f"{source_str} has no labels; training needs labels ('y' in a .npz, or DIR/<class>/* image folders)"
+        )
+    return dataset
+
+
+def validate(dataset: Dataset, input_specs: Sequence[TensorSpec]) -> None:
+    """Check every input against its spec and cast it to the spec's dtype, in place."""
+    expected = {spec.name for spec in input_specs}
+    missing = expected - set(dataset.inputs)
+    if missing:
+        raise DataError(
+            f"{dataset.source} has no array for input(s) {', '.join(sorted(repr(m) for m in missing))}; "
+            f"the model's inputs are {', '.join(sorted(repr(e) for e in expected))}"
+        )
+    counts = {name: len(array) for name, array in dataset.inputs.items()}
+    if len(set(counts.values())) > 1:
+        raise DataError(f"{dataset.source}: inputs have different sample counts {counts}; they must match")
+    if dataset.labels is not None and len(dataset.labels) != len(dataset):
+        raise DataError(
+            f"{dataset.source}: {len(dataset.labels)} labels for {len(dataset)} samples; the counts must match"
+        )
+    for spec in input_specs:
+        array = dataset.inputs[spec.name]
+        want = spec.sample_shape
+        got = array.shape[1:]
+        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+            hint = ""
+            if len(got) + 1 == len(want):
+                hint = "; the leading axis of the array is the sample axis: add a trailing/channel axis"
+            elif len(got) == len(want) + 1 and got[0] == 1:
+                hint = "; each sample carries an extra axis of 1: remove the batch axis from the samples"
+            raise DataError(
+                f"input '{spec.name}' expects samples of shape {_fmt(want)} but {dataset.source} has "
+                f"{_fmt(got)} (array {_fmt(array.shape)}){hint}; or pass --input-shape"
+            )
+        dataset.inputs[spec.name] = _cast(array, spec, dataset.source)
+
+
+def _cast(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
+    target = np.dtype(spec.dtype)
+    if array.dtype.kind in "fc":
+        finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+        if not finite.all():
+            index = int(np.flatnonzero(~finite)[0])
+            raise DataError(
+                f"sample {index} of {source} (input '{spec.name}') contains NaN or Inf; "
+                "remove or fix it before converting"
+            )
+    if array.dtype == target:
+        return array
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"input '{spec.name}' expects {spec.dtype} but {source} holds {array.dtype}")
+    if target.kind in "iu" and array.dtype.kind == "f":
+        if not np.all(np.mod(array, 1) == 0):
+            raise DataError(
+                f"input '{spec.name}' expects integers ({spec.dtype}) but {source} holds non-integer floats"
+            )
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise DataError(f"values of input '{spec.name}' in {source} do not fit {spec.dtype}")
+    return array.astype(target)
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _random_dataset(input_specs: Sequence[TensorSpec], n: int, seed: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in input_specs:
+        shape = tuple(1 if d is None else d for d in spec.sample_shape)
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            inputs[spec.name] = rng.random((n, *shape), dtype=np.float32).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            inputs[spec.name] = rng.integers(max(info.min, 0), min(info.max, 255), (n, *shape)).astype(dtype)
+    return Dataset(inputs=inputs, source="random", warnings=[RANDOM_WARNING])
+
+
+def split_validation(dataset: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """Split off a shuffled validation share (``fraction`` in [0, 1)); returns (train, val or None)."""
+    if not 0 <= fraction < 1:
+        raise DataError(f"validation split must be in [0, 1), got {fraction}")
+    if fraction == 0:
+        return dataset, None
+    n = len(dataset)
+    n_val = max(1, int(round(n * fraction)))
+    if n_val >= n:
+        raise DataError(f"{dataset.source} has {n} samples: too few to split off {fraction:.0%} for validation")
+    order = np.random.default_rng(seed).permutation(n)
+    return dataset.subset(order[n_val:]), dataset.subset(order[:n_val])
