@@ -6,6 +6,8 @@ TensorFlow is heavy (seconds to import): only conversion and training paths call
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import sys
@@ -41,7 +43,11 @@ def import_tensorflow(legacy_keras: bool = False):
         os.environ["TF_USE_LEGACY_KERAS"] = "1"
     if not _VERBOSE:
         set_verbose(False)
-    import tensorflow as tf
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+    else:
+        with quiet_native():
+            import tensorflow as tf
 
     if not _VERBOSE:
         tf.get_logger().setLevel(logging.ERROR)
@@ -79,3 +85,56 @@ def import_tfmot():
     import tensorflow_model_optimization as tfmot
 
     return tfmot
+
+
+@contextlib.contextmanager
+def quiet_native():
+    """Silence what TensorFlow's C++ code writes to file descriptors 1 and 2 for the duration (unless ``-v``).
+
+    The converter and calibrator print status lines ("fully_quantize: ...") and absl logs straight to the file
+    descriptors, past ``TF_CPP_MIN_LOG_LEVEL``. stdout carries our data (``--format json > report.json``) and
+    stderr our progress and errors, so both must stay clean. Python-level writes to ``sys.stderr`` keep reaching
+    the terminal: ``sys.stderr`` is pointed at a duplicate of the original descriptor.
+    With ``-v`` stdout noise goes to stderr instead.
+    """
+    if _VERBOSE:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError):
+            pass
+    try:
+        saved_out, saved_err = os.dup(1), os.dup(2)
+    except OSError:  # no real descriptors (embedded use)
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+        return
+    sink = os.open(os.devnull, os.O_WRONLY)
+    replacement_err = None
+    try:
+        if _is_fd(sys.stderr, 2):
+            replacement_err = os.fdopen(os.dup(saved_err), "w", buffering=1)
+        os.dup2(sink, 1)
+        os.dup2(sink, 2)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            if replacement_err is not None:
+                stack.enter_context(contextlib.redirect_stderr(replacement_err))
+            yield
+    finally:
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        for fd in (saved_out, saved_err, sink):
+            os.close(fd)
+        if replacement_err is not None:
+            replacement_err.close()
+
+
+def _is_fd(stream, fd: int) -> bool:
+    try:
+        return stream.fileno() == fd
+    except (AttributeError, ValueError, OSError):
+        return False

@@ -29,33 +29,50 @@ class _RichTask:
 
 
 class RichProgress:
-    """Progress bars and messages on stderr; ``quiet`` keeps only warnings."""
+    """Progress bars and messages on stderr; ``quiet`` keeps only warnings.
+
+    One rich display is shared by nested tasks (converting > calibrating); bars are drawn only on a terminal,
+    so logs and CI output get the messages without control characters.
+    """
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.console = stderr_console
         self.warnings: list[str] = []
+        self._display = None
+        self._open_tasks = 0
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator:
-        if self.quiet:
-            from tflite_opt.progress import _NullTask
+        from tflite_opt.progress import _NullTask
 
+        if self.quiet or not self.console.is_terminal:
             yield _NullTask()
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        if self._display is None:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                                       TimeElapsedColumn)
 
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-        ) as progress:
-            task_id = progress.add_task(description, total=total)
-            yield _RichTask(progress, task_id)
+            self._display = Progress(
+                SpinnerColumn(),
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._display.start()
+        task_id = self._display.add_task(description, total=total)
+        self._open_tasks += 1
+        try:
+            yield _RichTask(self._display, task_id)
+        finally:
+            self._display.remove_task(task_id)
+            self._open_tasks -= 1
+            if self._open_tasks == 0:
+                self._display.stop()
+                self._display = None
 
     def info(self, message: str) -> None:
         if not self.quiet:

@@ -66,3 +66,52 @@ def handle_errors(func):
             ) from exc
 
     return wrapper
+
+
+def model_options(func):
+    """--signature, --input-shape and --trust-model: how to load the source model."""
+    func = click.option("--trust-model", is_flag=True,
+                        help="Allow layers that run arbitrary Python when loaded (Lambda). Only for files you trust.")(func)
+    func = click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=D0,D1,...",
+                        help="Fix an input's shape, batch axis included (e.g. image=1,224,224,3). Repeatable.")(func)
+    func = click.option("--signature", default=None, metavar="KEY",
+                        help="SavedModel signature to convert (needed when there are several).")(func)
+    return func
+
+
+def representative_options(func):
+    """--representative-data, --num-samples and --preprocess: the calibration data."""
+    from tflite_opt.representative_data.dataset import PREPROCESS_CHOICES
+
+    func = click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="unit", show_default=True,
+                        help="Image folders: scale pixels to [0,1], [-1,1], ImageNet mean/std, or keep 0-255.")(func)
+    func = click.option("--num-samples", type=click.IntRange(min=1), default=None,
+                        help="Calibration samples to use (default: all, at most 500).")(func)
+    func = click.option("--representative-data", "representative_data", default=None, metavar="PATH",
+                        help="Calibration data: .npz, .npy, image folder, or 'random' (smoke tests only).")(func)
+    return func
+
+
+def parse_input_shapes(values) -> dict[str, tuple[int | None, ...]]:
+    """Parse repeated ``NAME=D0,D1,...`` (``-1`` or ``None`` for a dynamic axis)."""
+    shapes: dict[str, tuple[int | None, ...]] = {}
+    for value in values or ():
+        name, sep, dims = value.partition("=")
+        if not sep or not name or not dims:
+            raise click.BadParameter(f"{value!r}: expected NAME=D0,D1,... such as image=1,96,96,3",
+                                     param_hint="--input-shape")
+        try:
+            shape = tuple(None if d.strip() in ("-1", "None", "?") else int(d) for d in dims.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: dimensions must be whole numbers", param_hint="--input-shape")
+        if any(d is not None and d < 1 for d in shape):
+            raise click.BadParameter(f"{value!r}: dimensions must be positive", param_hint="--input-shape")
+        shapes[name] = shape
+    return shapes
+
+
+def human_size(num_bytes: int) -> str:
+    for unit, scale in (("MB", 1 << 20), ("KB", 1 << 10)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:.1f} {unit}"
+    return f"{num_bytes} B"
