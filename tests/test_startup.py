@@ -1,0 +1,64 @@
+"""``--help``, ``inspect`` and ``evaluate`` never import TensorFlow (SPEC §5): checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization")
+
+# Runs the CLI exactly as the console script does, then records the exit code and which heavy modules got loaded.
+SCRIPT = """
+import json, runpy, sys
+record, sys.argv = sys.argv[1], ["tflite-opt", *sys.argv[2:]]
+code = 0
+try:
+    runpy.run_module("tflite_opt", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(name for name in %r if name in sys.modules)
+with open(record, "w") as handle:
+    json.dump({"code": code, "heavy": heavy}, handle)
+""" % (HEAVY,)
+
+
+def _run_cli(tmp_path, *args: str) -> tuple[dict, subprocess.CompletedProcess]:
+    record = tmp_path / "record.json"
+    process = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(record), *args], capture_output=True, text=True, timeout=120
+    )
+    assert record.exists(), process.stderr
+    return json.loads(record.read_text()), process
+
+
+@pytest.mark.parametrize("args", [["--help"], ["evaluate", "--help"], ["inspect", "--help"]])
+def test_help_does_not_import_tensorflow(tmp_path, args):
+    record, process = _run_cli(tmp_path, *args)
+    assert record == {"code": 0, "heavy": []}
+    assert "Usage: tflite-opt" in process.stdout
+
+
+def test_inspect_does_not_import_tensorflow(tmp_path, tflite_files):
+    record, process = _run_cli(tmp_path, "inspect", str(tflite_files["int8"]), "--format", "json")
+    assert record == {"code": 0, "heavy": []}
+    assert json.loads(process.stdout)["integer_only"] is True
+
+
+def test_evaluate_does_not_import_tensorflow(tmp_path, tflite_files, data_dir):
+    record, process = _run_cli(
+        tmp_path, "-q", "evaluate", str(tflite_files["fp32"]), str(tflite_files["int8"]), "--data",
+        str(data_dir / "test.npz"), "--runs", "2", "--format", "json", "--gate", "accuracy>=0.5",
+    )
+    assert record == {"code": 0, "heavy": []}
+    assert json.loads(process.stdout)["variants"][1]["accuracy"] > 0.9
+
+
+def test_failed_evaluate_does_not_import_tensorflow_either(tmp_path):
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\x00" * 64)
+    record, process = _run_cli(tmp_path, "evaluate", str(junk), "--runs", "1")
+    assert record == {"code": 1, "heavy": []}
+    assert process.stderr.strip().splitlines()[-1].startswith("Error: 1 of 1 variants failed — junk:")

@@ -1,0 +1,121 @@
+"""``tflite-opt evaluate``: measure accuracy, size and latency of .tflite files (LiteRT only, no TensorFlow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tflite_opt.commands import _common
+from tflite_opt.commands.inspect import print_renderable
+from tflite_opt.representative_data.dataset import PREPROCESS_CHOICES
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def _check_data(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and value != "random" and not Path(value).exists():
+        raise click.BadParameter(f"{value} does not exist (give a .npz, .npy, an image folder or 'random')")
+    return value
+
+
+def _check_reference(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_dir() or path.suffix.lower() in MODEL_SUFFIXES:
+        raise click.BadParameter(
+            f"{value} is a Keras/SavedModel model; evaluate runs .tflite files only (it never loads TensorFlow). "
+            f"Convert it first: tflite-opt convert {value} -o reference.tflite --mode fp32"
+        )
+    return value
+
+
+@click.command("evaluate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", callback=_check_data, metavar="PATH",
+              help="Samples: .npz (labels in 'y' give accuracy), .npy, image folder, or 'random'. "
+                   "Without it only size, sparsity and latency are measured.")
+@click.option("--reference", type=click.Path(exists=True), callback=_check_reference, metavar="FILE",
+              help="The .tflite that ratios, deltas, agreement and SQNR are against (default: the first FILE).")
+@_common.evaluation_options
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write the report: .json (SPEC schema), .csv or .md by suffix.")
+@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="unit", show_default=True,
+              help="Image folders: scale pixels to [0,1], [-1,1], ImageNet mean/std, or keep 0-255.")
+@click.option("--num-samples", type=click.IntRange(min=1), metavar="N", help="Use only the first N samples.")
+@click.option("--signature", metavar="KEY", help="Signature to run (default: serving_default / the first).")
+@click.option("--output", "output_name", metavar="NAME",
+              help="Output that accuracy is computed on (default: the output name that sorts first).")
+@click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
+              help="Samples per invoke for files with a dynamic batch axis (default: by input size).")
+@_common.handle_errors
+def command(
+    files: tuple[str, ...],
+    data: str | None,
+    reference: str | None,
+    threads: int,
+    runs: int,
+    warmup: int,
+    no_xnnpack: bool,
+    format_: str,
+    max_accuracy_drop: float | None,
+    gate_texts: tuple[str, ...],
+    report_path: str | None,
+    preprocess: str,
+    num_samples: int | None,
+    signature: str | None,
+    output_name: str | None,
+    batch_size: int | None,
+) -> None:
+    """Measure accuracy, size and latency of .tflite files in the LiteRT interpreter.
+
+    Every file runs on the same data; integer-I/O files are fed quantized inputs and their outputs are
+    dequantized, so int8 and float files compare directly. Accuracy uses the output whose name sorts first
+    (or --output). A file that fails is reported with its error and the others are still measured.
+    Exit codes: 0 ok, 1 a file failed, 2 usage error, 3 a gate failed (the report is still written).
+
+    \b
+    Example:
+      tflite-opt evaluate model_fp32.tflite model_int8.tflite --data test.npz
+      tflite-opt evaluate *.tflite --data test.npz --format json --report report.json \\
+          --max-accuracy-drop 0.01 --gate "size_ratio<=0.3"
+    """
+    from tflite_opt import evaluation, gates
+    from tflite_opt import report as report_mod
+    from tflite_opt.fileio import atomic_write_text, ensure_distinct
+
+    gate_list = _common.parse_gate_options(gate_texts, max_accuracy_drop)
+    paths = list(files)
+    reference_index = 0
+    if reference is not None:
+        resolved = [Path(p).resolve() for p in paths]
+        if Path(reference).resolve() in resolved:
+            reference_index = resolved.index(Path(reference).resolve())
+        else:
+            paths.insert(0, reference)
+    names = evaluation.variant_names(paths)
+    try:
+        gates.check_variant_names(gate_list, names)
+    except gates.GateSyntaxError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--gate'") from exc
+    if report_path is not None:
+        ensure_distinct(report_path, *paths)
+
+    options = _common.make_evaluation_options(
+        threads, runs, warmup, no_xnnpack, preprocess, signature=signature, output=output_name,
+        num_samples=num_samples, batch_size=batch_size,
+    )
+    sources = [evaluation.VariantSource(name=n, path=p) for n, p in zip(names, paths)]
+    run = evaluation.evaluate_variants(
+        sources, data, reference=names[reference_index], options=options, progress=_common.progress()
+    )
+    result = evaluation.build_report(run, options, gate_list)
+
+    if format_ == "table":
+        print_renderable(report_mod.render_table(result))
+    else:
+        click.echo(report_mod.render_text(result, format_), nl=False)
+    if report_path is not None:
+        atomic_write_text(report_path, report_mod.render_text(result, report_mod.format_for_path(report_path)))
+    _common.finish(result)

@@ -1,0 +1,378 @@
+"""The evaluation report (SPEC §4, schema version 1) and its renderers: rich table, JSON, CSV, Markdown.
+
+Library results are plain dataclasses; ``Report.to_json_dict`` emits exactly the §4 keys, and every renderer is
+fed from the same rows. Nothing here imports click or TensorFlow, and nothing prints: renderers return a string
+or a rich renderable for the command to write.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from tflite_opt.latency import LatencyStats
+
+SCHEMA_VERSION = 1
+TOOL_NAME = "tflite-opt"
+FORMATS = ("table", "json", "csv", "markdown")
+
+VARIANT_KEYS = (
+    "name", "mode", "path", "sha256", "size_bytes", "gzip_bytes", "size_ratio", "accuracy", "top5",
+    "accuracy_delta", "agreement", "sqnr_db", "latency_ms", "speedup", "sparsity", "error",
+)
+LATENCY_KEYS = ("median", "p90", "mean", "std", "min", "runs")
+
+
+@dataclass
+class VariantResult:
+    """One measured ``.tflite`` file: the SPEC §4 variant object, field for field.
+
+    ``size_bytes``/``gzip_bytes`` are 0 and ``sha256`` is ``""`` only when the file itself could not be read or
+    produced (then ``error`` says why). Fractions are in [0, 1]; ``accuracy_delta`` < 0 is a drop.
+    """
+
+    name: str
+    mode: str | None = None
+    path: str = ""
+    sha256: str = ""
+    size_bytes: int = 0
+    gzip_bytes: int = 0
+    size_ratio: float | None = None
+    accuracy: float | None = None
+    top5: float | None = None
+    accuracy_delta: float | None = None
+    agreement: float | None = None
+    sqnr_db: float | None = None
+    latency_ms: LatencyStats | None = None
+    speedup: float | None = None
+    sparsity: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The §4 variant object (exactly its keys)."""
+        out: dict[str, Any] = {}
+        for key in VARIANT_KEYS:
+            value = getattr(self, key)
+            if key == "latency_ms":
+                value = None if value is None else {k: _clean(getattr(value, k)) for k in LATENCY_KEYS}
+            out[key] = _clean(value)
+        return out
+
+
+@dataclass
+class GateResult:
+    """One checked quality gate (a §4 ``gates`` entry)."""
+
+    variant: str
+    metric: str
+    op: str
+    limit: float
+    value: float | None
+    passed: bool
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "metric": self.metric,
+            "op": self.op,
+            "limit": float(self.limit),
+            "value": _clean(self.value),
+            "passed": bool(self.passed),
+        }
+
+    def describe(self) -> str:
+        value = "n/a" if self.value is None else f"{self.value:.6g}"
+        verdict = "passed" if self.passed else "FAILED"
+        return f"{self.variant}: {self.metric} {self.op} {self.limit:g} (value {value}) {verdict}"
+
+
+@dataclass
+class Settings:
+    """How the measurements were taken (the §4 ``settings`` object)."""
+
+    threads: int = 1
+    xnnpack: bool = True
+    warmup: int = 5
+    runs: int = 50
+    num_samples: int | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "threads": int(self.threads),
+            "xnnpack": bool(self.xnnpack),
+            "warmup": int(self.warmup),
+            "runs": int(self.runs),
+            "num_samples": None if self.num_samples is None else int(self.num_samples),
+        }
+
+
+def _package_version(*names: str) -> str | None:
+    from importlib import metadata
+
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def collect_environment() -> dict[str, Any]:
+    """Versions for the report, read from package metadata so that TensorFlow is never imported."""
+    return {
+        "python": platform.python_version(),
+        "tensorflow": _package_version("tensorflow", "tensorflow-cpu", "tf-nightly"),
+        "ai_edge_litert": _package_version("ai-edge-litert", "ai-edge-litert-nightly") or "unknown",
+        "tfmot": _package_version("tensorflow-model-optimization"),
+        "platform": platform.platform(),
+    }
+
+
+def _tool() -> dict[str, str]:
+    from tflite_opt import __version__
+
+    return {"name": TOOL_NAME, "version": __version__}
+
+
+@dataclass
+class Report:
+    """A whole evaluation: settings, the reference, one row per variant, the gates and the verdict.
+
+    ``passed`` is true when no variant has an ``error`` and every gate passed.
+    """
+
+    settings: Settings
+    reference: str | None
+    variants: list[VariantResult]
+    gates: list[GateResult] = field(default_factory=list)
+    tool: dict[str, str] = field(default_factory=_tool)
+    environment: dict[str, Any] = field(default_factory=collect_environment)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def passed(self) -> bool:
+        return all(v.ok for v in self.variants) and all(g.passed for g in self.gates)
+
+    @property
+    def failed_variants(self) -> list[VariantResult]:
+        return [v for v in self.variants if not v.ok]
+
+    @property
+    def failed_gates(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+    def variant(self, name: str) -> VariantResult | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Exactly the SPEC §4 document."""
+        return {
+            "schema_version": self.schema_version,
+            "tool": dict(self.tool),
+            "environment": dict(self.environment),
+            "settings": self.settings.to_json_dict(),
+            "reference": self.reference,
+            "variants": [v.to_json_dict() for v in self.variants],
+            "gates": [g.to_json_dict() for g in self.gates],
+            "passed": self.passed,
+        }
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf cannot be written as JSON: they become null (unknown)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------- renderers
+
+def to_json(report: Report) -> str:
+    """The report as indented JSON text (ends with a newline)."""
+    return json.dumps(report.to_json_dict(), indent=2) + "\n"
+
+
+CSV_COLUMNS = (
+    "name", "mode", "path", "sha256", "size_bytes", "gzip_bytes", "size_ratio", "accuracy", "top5",
+    "accuracy_delta", "agreement", "sqnr_db", "latency_median_ms", "latency_p90_ms", "latency_mean_ms",
+    "latency_std_ms", "latency_min_ms", "latency_runs", "speedup", "sparsity", "error",
+)
+
+
+def _flat_row(variant: VariantResult) -> dict[str, Any]:
+    row = variant.to_json_dict()
+    latency = row.pop("latency_ms") or {}
+    for key in LATENCY_KEYS:
+        row[f"latency_{key}_ms" if key != "runs" else "latency_runs"] = latency.get(key)
+    return row
+
+
+def to_csv(report: Report) -> str:
+    """One row per variant; ``latency_ms`` is flattened to ``latency_median_ms`` ... ``latency_runs``."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for variant in report.variants:
+        row = _flat_row(variant)
+        writer.writerow({k: "" if row[k] is None else row[k] for k in CSV_COLUMNS})
+    return buffer.getvalue()
+
+
+TABLE_HEADERS = ("variant", "mode", "size", "vs ref", "accuracy", "Δ accuracy", "agreement", "SQNR",
+                 "latency", "speedup")
+
+
+def format_size(size: int) -> str:
+    """Human file size, 1 decimal: ``46.2 KB``, ``3.1 MB`` (powers of 1024)."""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"  # pragma: no cover
+
+
+def format_ms(value: float) -> str:
+    """Milliseconds with 3 significant digits below 1 ms (``0.0112 ms``), 2 decimals above (``12.34 ms``)."""
+    return f"{value:.2f} ms" if value >= 1 else f"{value:.3g} ms"
+
+
+def table_rows(report: Report) -> list[tuple[str, ...]]:
+    """The comparison table as display strings, one tuple per variant (the TFLite docs' columns)."""
+
+    def pct(value: float | None, signed: bool = False) -> str:
+        value = _clean(value)
+        if value is None:
+            return "—"
+        return f"{value * 100:+.2f} pp" if signed else f"{value * 100:.2f}%"
+
+    def num(value: float | None, fmt: str) -> str:
+        value = _clean(value)
+        return "—" if value is None else fmt.format(value)
+
+    rows = []
+    for v in report.variants:
+        is_ref = v.name == report.reference
+        latency = "—" if v.latency_ms is None else format_ms(v.latency_ms.median)
+        rows.append(
+            (
+                v.name + (" (ref)" if is_ref else ""),
+                v.mode or "—",
+                format_size(v.size_bytes) if v.size_bytes else "—",
+                num(v.size_ratio, "{:.2f}×"),
+                pct(v.accuracy),
+                pct(v.accuracy_delta, signed=True),
+                pct(v.agreement),
+                num(v.sqnr_db, "{:.1f} dB"),
+                latency,
+                num(v.speedup, "{:.2f}×"),
+            )
+        )
+    return rows
+
+
+def render_table(report: Report):
+    """A rich renderable: the comparison table, then errors and gate verdicts under it."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=None, show_lines=False, header_style="bold")
+    for index, header in enumerate(TABLE_HEADERS):
+        table.add_column(header, justify="left" if index < 2 else "right", no_wrap=True)
+    has_errors = any(not v.ok for v in report.variants)
+    if has_errors:
+        table.add_column("error", style="red", overflow="fold")
+    for variant, row in zip(report.variants, table_rows(report)):
+        cells = list(row)
+        if has_errors:
+            cells.append(variant.error or "")
+        table.add_row(*cells, style="red" if variant.error else None)
+    parts: list[Any] = [table]
+    settings = report.settings
+    samples = "no data" if settings.num_samples is None else f"{settings.num_samples} samples"
+    parts.append(
+        Text(
+            f"{samples}; latency: median of {settings.runs} runs after {settings.warmup} warm-up, "
+            f"{settings.threads} thread(s), XNNPACK {'on' if settings.xnnpack else 'off'}",
+            style="dim",
+        )
+    )
+    for gate in report.gates:
+        parts.append(Text(("✔ " if gate.passed else "✘ ") + gate.describe(), style="green" if gate.passed else "red"))
+    return Group(*parts)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(report: Report) -> str:
+    """A GitHub-flavoured Markdown table (errors in a last column), settings and gates below it."""
+    headers = list(TABLE_HEADERS)
+    has_errors = any(not v.ok for v in report.variants)
+    if has_errors:
+        headers.append("error")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 8) + ("|---|" if has_errors else "|")]
+    for variant, row in zip(report.variants, table_rows(report)):
+        cells = [_md_escape(c) for c in row]
+        if has_errors:
+            cells.append(_md_escape(variant.error or ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    settings = report.settings
+    samples = "no data" if settings.num_samples is None else f"{settings.num_samples} samples"
+    lines += [
+        "",
+        f"Reference: `{report.reference}`. {samples}; latency: median of {settings.runs} runs after "
+        f"{settings.warmup} warm-up, {settings.threads} thread(s), XNNPACK {'on' if settings.xnnpack else 'off'}; "
+        f"LiteRT {report.environment.get('ai_edge_litert')}, Python {report.environment.get('python')}.",
+    ]
+    if report.gates:
+        lines += ["", "Gates:", ""]
+        lines += [f"- {'✔' if g.passed else '✘'} {_md_escape(g.describe())}" for g in report.gates]
+    return "\n".join(lines) + "\n"
+
+
+def render_text(report: Report, format_: str) -> str:
+    """The report as text in ``json``, ``csv`` or ``markdown``.
+
+    Raises:
+        ValueError: unknown format (``table`` is rendered with :func:`render_table`).
+    """
+    if format_ == "json":
+        return to_json(report)
+    if format_ == "csv":
+        return to_csv(report)
+    if format_ == "markdown":
+        return to_markdown(report)
+    raise ValueError(f"unknown report format {format_!r}; choose json, csv or markdown")
+
+
+def format_for_path(path: str) -> str:
+    """The report format a ``--report`` path asks for by its suffix: ``.csv``, ``.md``, else JSON."""
+    lower = str(path).lower()
+    if lower.endswith(".csv"):
+        return "csv"
+    if lower.endswith((".md", ".markdown")):
+        return "markdown"
+    return "json"
+
+
+def variants_from_json(variants: Sequence[dict[str, Any]]) -> list[VariantResult]:
+    """Rebuild ``VariantResult`` objects from a report's ``variants`` list (e.g. to re-render a saved report)."""
+    out = []
+    for item in variants:
+        data = {k: item.get(k) for k in VARIANT_KEYS}
+        if data["latency_ms"] is not None:
+            data["latency_ms"] = LatencyStats(**{k: data["latency_ms"][k] for k in LATENCY_KEYS})
+        out.append(VariantResult(**data))
+    return out

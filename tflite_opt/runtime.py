@@ -1,0 +1,344 @@
+"""The one LiteRT interpreter factory, and a model's inputs/outputs described by signature name.
+
+No TensorFlow here: ``inspect`` and ``evaluate`` run on LiteRT (``ai_edge_litert``) and NumPy only.
+
+Tensors are matched by *signature* name (the keys of the ``serving_default`` signature that the converter writes
+for Keras and SavedModel sources, e.g. ``'image'``, ``'meta'``, ``'digit'``), never by position: the converter
+is free to reorder a subgraph's inputs and outputs. A file without any signature falls back to the tensor names
+of subgraph 0.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+
+from tflite_opt.errors import EvaluationError
+from tflite_opt.specs import TensorSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ai_edge_litert.interpreter import Interpreter
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+def read_model_bytes(path: str | os.PathLike) -> bytes:
+    """Read a ``.tflite`` file.
+
+    Raises:
+        EvaluationError: the file is missing, unreadable or empty.
+    """
+    path = Path(path)
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise EvaluationError(f"{path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise EvaluationError(f"{path} is a directory, not a .tflite file") from exc
+    except OSError as exc:
+        raise EvaluationError(f"cannot read {path}: {exc.strerror}") from exc
+    if not content:
+        raise EvaluationError(f"{path} is empty (0 bytes); it is not a .tflite model — re-export it")
+    return content
+
+
+def create_interpreter(
+    content: bytes, *, threads: int = 1, xnnpack: bool = True, source: str = "model"
+) -> "Interpreter":
+    """Create a LiteRT interpreter from a model's bytes.
+
+    Bytes go through ``model_content`` rather than ``model_path`` because that path runs the flatbuffer
+    verifier, so a truncated or damaged file fails here with a clear message instead of crashing later.
+
+    Args:
+        content: the ``.tflite`` flatbuffer.
+        threads: ``num_threads`` of the interpreter (CPU kernels and XNNPACK).
+        xnnpack: apply the default XNNPACK delegate (``OpResolverType.AUTO``); ``False`` uses the builtin
+            kernels only (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``, the ``--no-xnnpack`` flag).
+        source: what to call the model in error messages (usually its path).
+
+    Raises:
+        EvaluationError: the bytes are empty or not a valid ``.tflite`` flatbuffer, or the interpreter
+            cannot be created (e.g. an op without a kernel).
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    if not content:
+        raise EvaluationError(f"{source} is empty (0 bytes); it is not a .tflite model")
+    if threads < 1:
+        raise EvaluationError(f"the thread count must be at least 1, got {threads}")
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        return Interpreter(
+            model_content=bytes(content), num_threads=threads, experimental_op_resolver_type=resolver
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise EvaluationError(_load_message(source, exc)) from exc
+
+
+def _load_message(source: str, exc: Exception) -> str:
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    if "not a valid Flatbuffer" in reason:
+        return (
+            f"{source} is not a valid .tflite file (damaged or truncated flatbuffer); "
+            "re-export or re-download it"
+        )
+    return f"LiteRT cannot load {source}: {reason[:300]}"
+
+
+@dataclass(frozen=True)
+class TensorBinding:
+    """One signature input/output and where it lives in the interpreter.
+
+    Attributes:
+        spec: the tensor as stored (name = signature name, dtype = stored dtype, scale/zero point if quantized).
+        index: tensor index in the signature's subgraph.
+        shape_signature: the stored shape with ``-1`` for dimensions that may be resized.
+    """
+
+    spec: TensorSpec
+    index: int
+    shape_signature: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def is_quantized(self) -> bool:
+        """Integer tensor with a scale: real values are ``(q - zero_point) * scale``."""
+        return bool(self.spec.scale) and np.dtype(self.spec.dtype).kind in "iu"
+
+    @property
+    def batch_resizable(self) -> bool:
+        return len(self.shape_signature) > 0 and self.shape_signature[0] == -1
+
+    def data_spec(self) -> TensorSpec:
+        """The tensor as the user's data sees it: quantized tensors hold real (float32) values."""
+        if self.is_quantized:
+            return TensorSpec(self.spec.name, self.spec.shape, "float32")
+        return self.spec
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """A model's inputs and outputs, by signature name.
+
+    Attributes:
+        key: the signature key (``None`` when the file has no signature and tensor names are used).
+        subgraph_index: the subgraph that runs this signature.
+        inputs: input bindings in the signature's order.
+        outputs: output bindings in the signature's order.
+    """
+
+    key: str | None
+    subgraph_index: int
+    inputs: tuple[TensorBinding, ...]
+    outputs: tuple[TensorBinding, ...]
+
+    @property
+    def input_specs(self) -> list[TensorSpec]:
+        """Inputs as stored (dtype, scale, zero point)."""
+        return [binding.spec for binding in self.inputs]
+
+    @property
+    def output_specs(self) -> list[TensorSpec]:
+        """Outputs as stored (dtype, scale, zero point)."""
+        return [binding.spec for binding in self.outputs]
+
+    @property
+    def data_specs(self) -> list[TensorSpec]:
+        """Inputs as data loaders should validate them (quantized inputs take float samples)."""
+        return [binding.data_spec() for binding in self.inputs]
+
+    @property
+    def batch_resizable(self) -> bool:
+        """Every input's leading axis is ``-1``: samples can be run in batches of any size."""
+        return bool(self.inputs) and all(binding.batch_resizable for binding in self.inputs)
+
+    @property
+    def fixed_batch(self) -> int:
+        """The batch size the inputs are stored with (1 for almost every converted model)."""
+        sizes = {binding.spec.shape[0] for binding in self.inputs if binding.spec.shape}
+        sizes.discard(None)
+        return int(sizes.pop()) if len(sizes) == 1 else 1
+
+
+def _spec_from_details(name: str, details: Mapping) -> TensorSpec:
+    shape_signature = [int(d) for d in details.get("shape_signature", details["shape"])]
+    shape = tuple(None if d < 0 else d for d in shape_signature)
+    dtype = np.dtype(details["dtype"]).name
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    params = details.get("quantization_parameters") or {}
+    scales = params.get("scales")
+    if scales is not None and len(scales) > 1:
+        # Per-axis quantized I/O is not something converters emit; describe it by its first channel.
+        scale, zero_point = float(scales[0]), int(params["zero_points"][0])
+    if not scale:
+        return TensorSpec(name, shape, dtype)
+    return TensorSpec(name, shape, dtype, scale=float(scale), zero_point=int(zero_point))
+
+
+def _binding(interpreter: "Interpreter", name: str, index: int, subgraph: int) -> TensorBinding:
+    details = interpreter._get_tensor_details(index, subgraph)  # noqa: SLF001 - the public API is per-subgraph 0
+    shape_signature = tuple(int(d) for d in details.get("shape_signature", details["shape"]))
+    return TensorBinding(_spec_from_details(name, details), int(index), shape_signature)
+
+
+def describe_signature(interpreter: "Interpreter", signature: str | None = None) -> SignatureInfo:
+    """Describe the inputs and outputs of one signature of a loaded interpreter.
+
+    Args:
+        interpreter: from :func:`create_interpreter`.
+        signature: the signature key; default ``serving_default`` if present, else the only/first signature,
+            else (no signature in the file) the tensor names of subgraph 0.
+
+    Raises:
+        EvaluationError: the requested signature does not exist.
+    """
+    signatures = interpreter._get_full_signature_list()  # noqa: SLF001 - gives name -> tensor index
+    if signature is not None and signature not in signatures:
+        available = ", ".join(repr(k) for k in signatures) or "none"
+        raise EvaluationError(f"the model has no signature {signature!r}; its signatures are {available}")
+    if not signatures:
+        inputs = tuple(
+            _binding(interpreter, d["name"], d["index"], 0) for d in interpreter.get_input_details()
+        )
+        outputs = tuple(
+            _binding(interpreter, d["name"], d["index"], 0) for d in interpreter.get_output_details()
+        )
+        return SignatureInfo(None, 0, inputs, outputs)
+    key = signature or (DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in signatures else next(iter(signatures)))
+    definition = signatures[key]
+    subgraph = int(interpreter._interpreter.GetSubgraphIndexFromSignature(key))  # noqa: SLF001
+    inputs = tuple(_binding(interpreter, n, i, subgraph) for n, i in definition["inputs"].items())
+    outputs = tuple(_binding(interpreter, n, i, subgraph) for n, i in definition["outputs"].items())
+    return SignatureInfo(key, subgraph, inputs, outputs)
+
+
+def quantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Real values -> the stored integer type of a quantized input, as TFLite's QUANTIZE op does it.
+
+    ``q = clamp(round(x / scale) + zero_point)`` with round-half-away-from-zero (``std::round``).
+    """
+    dtype = np.dtype(spec.dtype)
+    info = np.iinfo(dtype)
+    scaled = np.asarray(values, dtype=np.float32) / np.float32(spec.scale)
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + (spec.zero_point or 0)
+    return np.clip(rounded, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """A quantized output's integers -> real values ``(q - zero_point) * scale`` as float32."""
+    return (values.astype(np.float32) - np.float32(spec.zero_point or 0)) * np.float32(spec.scale)
+
+
+class ModelRunner:
+    """One interpreter bound to one signature: resize the batch, set inputs, invoke, read outputs.
+
+    The public ``SignatureRunner`` resizes and re-allocates on every call and, while it lives, blocks
+    ``allocate_tensors``; this runner drives the same interpreter wrapper calls, but allocates only when
+    the batch size changes, which is what fast batched evaluation and latency timing need.
+    """
+
+    def __init__(
+        self,
+        content: bytes,
+        *,
+        threads: int = 1,
+        xnnpack: bool = True,
+        signature: str | None = None,
+        source: str = "model",
+    ) -> None:
+        self.source = source
+        self.interpreter = create_interpreter(content, threads=threads, xnnpack=xnnpack, source=source)
+        self.signature = describe_signature(self.interpreter, signature)
+        self._wrapper = self.interpreter._interpreter  # noqa: SLF001 - see class docstring
+        self._subgraph = self.signature.subgraph_index
+        self.batch_size: int | None = None
+
+    @property
+    def inputs(self) -> tuple[TensorBinding, ...]:
+        return self.signature.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorBinding, ...]:
+        return self.signature.outputs
+
+    def prepare(self, batch_size: int | None = None) -> int:
+        """Resize every input's batch axis (when the model allows it) and allocate tensors.
+
+        Args:
+            batch_size: wanted samples per invoke; ignored for models whose batch axis is fixed.
+
+        Returns:
+            The batch size the interpreter now runs with.
+        """
+        if batch_size is not None and self.signature.batch_resizable:
+            batch = int(batch_size)
+        else:
+            batch = self.signature.fixed_batch
+        if batch == self.batch_size:
+            return batch
+        try:
+            if self.signature.batch_resizable:
+                for binding in self.inputs:
+                    shape = [batch] + [max(int(d), 1) for d in binding.shape_signature[1:]]
+                    self._wrapper.ResizeInputTensor(
+                        binding.index, np.array(shape, dtype=np.int32), False, self._subgraph
+                    )
+            self._wrapper.AllocateTensors(self._subgraph)
+        except (ValueError, RuntimeError) as exc:
+            raise EvaluationError(f"LiteRT cannot prepare {self.source}: {_first_line(exc)}") from exc
+        self.batch_size = batch
+        return batch
+
+    def set_inputs(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Copy stored-dtype arrays (already quantized where needed) into the inputs, by name."""
+        for binding in self.inputs:
+            value = np.ascontiguousarray(arrays[binding.name], dtype=np.dtype(binding.spec.dtype))
+            try:
+                self._wrapper.SetTensor(binding.index, value, self._subgraph)
+            except ValueError as exc:
+                raise EvaluationError(
+                    f"input '{binding.name}' of {self.source} rejects an array of shape {value.shape}: "
+                    f"{_first_line(exc)}"
+                ) from exc
+
+    def invoke(self) -> None:
+        """Run the model once on the inputs set last (the GIL is released while it runs)."""
+        try:
+            self._wrapper.Invoke(self._subgraph)
+        except (ValueError, RuntimeError) as exc:
+            raise EvaluationError(f"LiteRT failed to run {self.source}: {_first_line(exc)}") from exc
+
+    def get_outputs(self) -> dict[str, np.ndarray]:
+        """Copies of every output in its stored dtype, by signature name."""
+        return {b.name: self._wrapper.GetTensor(b.index, self._subgraph) for b in self.outputs}
+
+    def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Set inputs, invoke, return outputs (stored dtypes)."""
+        self.set_inputs(arrays)
+        self.invoke()
+        return self.get_outputs()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def load_signature(
+    content: bytes, *, signature: str | None = None, source: str = "model"
+) -> SignatureInfo:
+    """Load a model just to describe its inputs and outputs (no delegate, no allocation).
+
+    Raises:
+        EvaluationError: the file is not a loadable ``.tflite`` model or lacks the signature.
+    """
+    interpreter = create_interpreter(content, xnnpack=False, source=source)
+    return describe_signature(interpreter, signature)
