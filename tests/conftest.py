@@ -19,6 +19,10 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures_models",
+    "tests.fixtures_eval",
+    "tests.fixtures_training",
+    "tests.fixtures_safety",
+    "tests.fixtures_distill",
 ]
 
 

@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from tflite_opt.representative_data import Dataset
 
 DEFAULT_CALIBRATION_SAMPLES = 500
+# EXPERIMENTAL_SPARSITY on int8/dynamic files makes XNNPACK fail to prepare FULLY_CONNECTED (google/XNNPACK#1419).
+SPARSE_ENCODING_MODES = (Mode.FP32, Mode.FLOAT16, Mode.INT16X8)
 
 
 @dataclass
@@ -85,6 +87,11 @@ def configure(converter, options: ConversionOptions, representative: "Dataset | 
 
     tf = tf_runtime.import_tensorflow()
     mode = Mode(options.mode)
+    if options.sparsity and mode not in SPARSE_ENCODING_MODES:
+        raise ConversionError(
+            f"sparse weight encoding applies to {', '.join(m.value for m in SPARSE_ENCODING_MODES)}; with "
+            f"{mode.value} the XNNPACK delegate cannot run sparse weights (keep them dense: zeros still gzip well)"
+        )
     if options.sparsity:
         converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if mode == Mode.FP32:

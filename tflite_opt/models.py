@@ -360,7 +360,8 @@ def export_saved_model(keras_model, kind: ModelKind) -> Path:
 
 
 def _is_keras3_model(model) -> bool:
-    return type(model).__module__.split(".")[0] == "keras"
+    """Whether ``model`` is a Keras 3 model (a user's subclass counts: its bases live in ``keras``)."""
+    return any(cls.__module__.split(".")[0] == "keras" for cls in type(model).__mro__)
 
 
 def with_input_shapes(model: LoadedModel, input_shapes: Mapping[str, Sequence[int | None]]) -> LoadedModel:

@@ -7,7 +7,10 @@ from typing import Iterator
 
 from rich.console import Console
 
-stdout_console = Console(soft_wrap=True)
+import sys
+
+# Off a terminal (pipes, CI logs, files) rich would wrap tables at 80 columns; let them have their natural width.
+stdout_console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 stderr_console = Console(stderr=True)
 
 

@@ -115,3 +115,69 @@ def human_size(num_bytes: int) -> str:
         if num_bytes >= scale:
             return f"{num_bytes / scale:.1f} {unit}"
     return f"{num_bytes} B"
+
+
+def evaluation_options(func):
+    """The measuring and gating flags shared by evaluate, compare and auto."""
+    from tflite_opt.report import FORMATS
+
+    options = [
+        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Interpreter threads for the latency runs."),
+        click.option("--runs", type=click.IntRange(min=0), default=50, show_default=True,
+                     help="Timed latency runs (0 skips latency)."),
+        click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+                     help="Untimed warm-up runs."),
+        click.option("--no-xnnpack", is_flag=True, help="Builtin CPU kernels only, without the XNNPACK delegate."),
+        click.option("--format", "format_", type=click.Choice(FORMATS), default="table", show_default=True,
+                     help="What goes to stdout."),
+        click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="X",
+                     help="Gate: every non-reference variant loses at most X accuracy (0.01 = 1 point)."),
+        click.option("--gate", "gate_texts", multiple=True, metavar="[VARIANT:]METRIC OP NUMBER",
+                     help="Gate, repeatable, e.g. 'int8:accuracy_delta>=-0.01' or 'size_ratio<=0.3'."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def parse_gate_options(gate_texts, max_accuracy_drop):
+    """Parse --gate/--max-accuracy-drop; bad syntax is a usage error (exit 2)."""
+    from tflite_opt import gates
+
+    try:
+        return gates.parse_gates(gate_texts, max_accuracy_drop)
+    except gates.GateSyntaxError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--gate' / '--max-accuracy-drop'") from exc
+
+
+def make_evaluation_options(threads, runs, warmup, no_xnnpack, preprocess="unit", **extra):
+    from tflite_opt.evaluation import EvaluationOptions
+
+    return EvaluationOptions(threads=threads, xnnpack=not no_xnnpack, warmup=warmup, runs=runs,
+                             preprocess=preprocess, **extra)
+
+
+def emit_report(report, format_: str) -> None:
+    """The report on stdout: a rich table, or JSON/CSV/Markdown text."""
+    from tflite_opt import report as report_mod
+
+    if format_ == "table":
+        from tflite_opt.ui import stdout_console
+
+        stdout_console.print(report_mod.render_table(report))
+    else:
+        click.echo(report_mod.render_text(report, format_), nl=False)
+
+
+def finish(report) -> None:
+    """Exit 1 when a variant failed, 3 when a gate failed (after everything was written), else return."""
+    failed = report.failed_variants
+    if failed:
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise click.ClickException(
+            f"{len(failed)} of {len(report.variants)} variants failed — {first.name}: {first.error}{more}"
+        )
+    if report.failed_gates:
+        raise GateFailed("; ".join(g.describe() for g in report.failed_gates))

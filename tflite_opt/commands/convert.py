@@ -21,7 +21,8 @@ from tflite_opt.modes import MODE_NAMES, IoType, Mode
               help="int8/int16x8: keep ops that have no integer kernel in float instead of failing.")
 @click.option("--keep-float", "keep_float", multiple=True, metavar="NAME",
               help="int8: keep this layer, tensor or op type (e.g. MEAN) in float. Repeatable.")
-@click.option("--sparse", is_flag=True, help="Encode sparse (pruned) weights compactly (EXPERIMENTAL_SPARSITY).")
+@click.option("--sparse", is_flag=True,
+              help="fp32/float16/int16x8: encode pruned weights compactly (EXPERIMENTAL_SPARSITY).")
 @_common.handle_errors
 def command(model, output, mode, signature, input_shape, trust_model, representative_data, num_samples, preprocess,
             io_type, allow_float_fallback, keep_float, sparse):
@@ -46,6 +47,8 @@ def command(model, output, mode, signature, input_shape, trust_model, representa
         raise click.UsageError("--keep-float applies to --mode int8 only")
     if io_type != IoType.INT8.value and mode != Mode.INT8:
         raise click.UsageError("--io-type applies to --mode int8 only")
+    if sparse and mode not in conversion.SPARSE_ENCODING_MODES:
+        raise click.UsageError("--sparse applies to fp32, float16 and int16x8: XNNPACK cannot run sparse int8 weights")
     out_path = fileio.ensure_distinct(output, model, representative_data)
     progress = _common.progress()
     loaded = models.load_model(

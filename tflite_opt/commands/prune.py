@@ -28,10 +28,6 @@ KERAS_SUFFIXES = (".keras", ".h5")
 LOSS_CHOICES = fit.LOSS_NAMES
 DISTRIBUTE_CHOICES = fit.DISTRIBUTE_NAMES
 FORMATS = ["table", "json"]
-# EXPERIMENTAL_SPARSITY encodes pruned weights compactly, but the XNNPACK delegate cannot prepare sparse int8
-# weights (google/XNNPACK#1419, #3060: "failed to delegate FULLY_CONNECTED"), so integer-weight modes keep dense
-# buffers, whose zeros gzip well anyway.
-SPARSE_ENCODING_MODES = (Mode.FP32, Mode.FLOAT16, Mode.INT16X8)
 
 
 # ----------------------------------------------------------------------------------------------- shared options
@@ -186,7 +182,7 @@ def write_outputs(model: Any, paths: Sequence[Path], *, mode: Mode, io_type: str
             if tflite_bytes is None:
                 options = conversion.ConversionOptions(
                     mode=mode, io_type=IoType(io_type), allow_float_fallback=allow_float_fallback,
-                    num_samples=num_samples, sparsity=sparsity and mode in SPARSE_ENCODING_MODES,
+                    num_samples=num_samples, sparsity=sparsity and mode in conversion.SPARSE_ENCODING_MODES,
                 )
                 with progress.task(f"Converting ({mode.value})"):
                     tflite_bytes = conversion.convert_keras_model(model, options, representative, progress)
