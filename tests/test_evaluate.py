@@ -176,10 +176,15 @@ def test_reference_can_be_another_file(tflite_files, data_dir):
     assert _by_name(doc)["cnn_fp32"]["size_ratio"] > 3
 
 
-def test_keras_reference_is_refused_without_tensorflow(tflite_files, keras3_cnn_path):
-    result = _evaluate(str(tflite_files["fp32"]), "--reference", str(keras3_cnn_path))
-    assert result.exit_code == 2
-    assert "Convert it first: tflite-opt convert" in result.stderr
+def test_keras_reference_is_converted_to_fp32(tflite_files, keras3_cnn_path, data_dir):
+    """SPEC §2: --reference FILE_OR_MODEL. A model reference is converted to fp32 in memory and measured."""
+    doc = _json(str(tflite_files["int8"]), "--reference", str(keras3_cnn_path), "--data",
+                str(data_dir / "test.npz"), "--runs", "0")
+    assert doc["reference"] == "cnn"
+    reference, int8 = doc["variants"]
+    assert reference["name"] == "cnn" and reference["mode"] == "fp32" and reference["path"] == str(keras3_cnn_path)
+    assert reference["accuracy"] > 0.9
+    assert int8["agreement"] >= 0.9 and int8["size_ratio"] < 0.35
 
 
 def test_without_data_only_size_sparsity_latency(tflite_files):

@@ -10,7 +10,7 @@ Definitions used throughout (the README repeats them):
 * **weights**: constant tensors (tensors whose buffer holds data). ``weight_bytes`` sums their buffers by dtype
   (shared buffers counted once); the zero share (``sparsity``) counts only kernels — constant tensors of rank
   >= 2 with a float or 8/16-bit integer dtype — since biases and shape constants are never pruned. A quantized
-  weight is zero when it equals its zero point.
+  weight is zero when it equals its zero point. Sparse-encoded kernels count against their dense shape.
 * **the dtype an op runs in**: the dtype of its first non-constant input, plus ``(int8 weights)`` when its
   kernel is stored in another type (dynamic-range and int16x8 ops); conversions (``QUANTIZE``,
   ``DEQUANTIZE``, ``CAST``) show ``from->to``.
@@ -225,6 +225,11 @@ def _analyze(model, content: bytes) -> dict[str, Any]:
                     has_float16_weights = True
                 if len(shape) >= 2 and dtype in KERNEL_DTYPES:
                     zeros, total = _count_zeros(data_of(buffer_index), dtype, tensor.Quantization())
+                    if tensor.Sparsity() is not None:
+                        # Sparse-encoded (EXPERIMENTAL_SPARSITY) weights store only the non-zero blocks:
+                        # every dense element that is not stored is a zero.
+                        dense = int(np.prod(shape))
+                        zeros, total = dense - (total - zeros), dense
                     zero_count += zeros
                     kernel_count += total
 

@@ -11,6 +11,7 @@ of subgraph 0.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -78,6 +79,28 @@ def create_interpreter(
         )
     except (ValueError, RuntimeError) as exc:
         raise EvaluationError(_load_message(source, exc)) from exc
+
+
+_delegate_banner_shown = False
+_banner_lock = threading.Lock()
+
+
+def _allocate_quietly(wrapper, subgraph: int) -> None:
+    """AllocateTensors; the first call in a process is silenced unless -v.
+
+    Applying XNNPACK prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once per process,
+    straight to file descriptor 2; that line is noise for our users (stderr carries our progress and errors).
+    """
+    global _delegate_banner_shown
+    if _delegate_banner_shown:
+        wrapper.AllocateTensors(subgraph)
+        return
+    from tflite_opt.tf_runtime import quiet_native  # no TensorFlow import: it only redirects descriptors
+
+    with _banner_lock:
+        with quiet_native():
+            wrapper.AllocateTensors(subgraph)
+        _delegate_banner_shown = True
 
 
 def _load_message(source: str, exc: Exception) -> str:
@@ -291,7 +314,7 @@ class ModelRunner:
                     self._wrapper.ResizeInputTensor(
                         binding.index, np.array(shape, dtype=np.int32), False, self._subgraph
                     )
-            self._wrapper.AllocateTensors(self._subgraph)
+            _allocate_quietly(self._wrapper, self._subgraph)
         except (ValueError, RuntimeError) as exc:
             raise EvaluationError(f"LiteRT cannot prepare {self.source}: {_first_line(exc)}") from exc
         self.batch_size = batch

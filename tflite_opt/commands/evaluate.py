@@ -19,16 +19,19 @@ def _check_data(ctx: click.Context, param: click.Parameter, value: str | None) -
     return value
 
 
-def _check_reference(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
+def _is_model(value: str) -> bool:
     path = Path(value)
-    if path.is_dir() or path.suffix.lower() in MODEL_SUFFIXES:
-        raise click.BadParameter(
-            f"{value} is a Keras/SavedModel model; evaluate runs .tflite files only (it never loads TensorFlow). "
-            f"Convert it first: tflite-opt convert {value} -o reference.tflite --mode fp32"
-        )
-    return value
+    return path.is_dir() or path.suffix.lower() in MODEL_SUFFIXES
+
+
+def _reference_from_model(reference: str, progress) -> bytes:
+    """A Keras/SavedModel reference, converted to fp32 in memory: the one evaluate path that imports TensorFlow."""
+    from tflite_opt import conversion, models
+    from tflite_opt.modes import Mode
+
+    loaded = models.load_model(reference, progress=progress)
+    with progress.task("Converting the reference model (fp32)"):
+        return conversion.convert(loaded, conversion.ConversionOptions(mode=Mode.FP32), None, progress)
 
 
 @click.command("evaluate")
@@ -36,8 +39,9 @@ def _check_reference(ctx: click.Context, param: click.Parameter, value: str | No
 @click.option("--data", callback=_check_data, metavar="PATH",
               help="Samples: .npz (labels in 'y' give accuracy), .npy, image folder, or 'random'. "
                    "Without it only size, sparsity and latency are measured.")
-@click.option("--reference", type=click.Path(exists=True), callback=_check_reference, metavar="FILE",
-              help="The .tflite that ratios, deltas, agreement and SQNR are against (default: the first FILE).")
+@click.option("--reference", type=click.Path(exists=True), metavar="FILE_OR_MODEL",
+              help="What ratios, deltas, agreement and SQNR are against (default: the first FILE). A Keras file or "
+                   "SavedModel is converted to fp32 in memory (that path imports TensorFlow).")
 @_common.evaluation_options
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also write the report: .json (SPEC schema), .csv or .md by suffix.")
@@ -88,7 +92,12 @@ def command(
     gate_list = _common.parse_gate_options(gate_texts, max_accuracy_drop)
     paths = list(files)
     reference_index = 0
-    if reference is not None:
+    reporter = _common.progress()
+    reference_content = None
+    if reference is not None and _is_model(reference):
+        reference_content = _reference_from_model(reference, reporter)
+        paths.insert(0, reference)
+    elif reference is not None:
         resolved = [Path(p).resolve() for p in paths]
         if Path(reference).resolve() in resolved:
             reference_index = resolved.index(Path(reference).resolve())
@@ -107,8 +116,10 @@ def command(
         num_samples=num_samples, batch_size=batch_size,
     )
     sources = [evaluation.VariantSource(name=n, path=p) for n, p in zip(names, paths)]
+    if reference_content is not None:
+        sources[0] = evaluation.VariantSource(name=names[0], path=paths[0], content=reference_content, mode="fp32")
     run = evaluation.evaluate_variants(
-        sources, data, reference=names[reference_index], options=options, progress=_common.progress()
+        sources, data, reference=names[reference_index], options=options, progress=reporter
     )
     result = evaluation.build_report(run, options, gate_list)
 
