@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tflite_opt.commands import _common
-from tflite_opt.commands.prune import (
+from tflite_opt.commands._training import (
     KERAS_SUFFIXES,
     TFLITE_SUFFIX,
     baseline_gzip,

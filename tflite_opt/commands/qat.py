@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from tflite_opt.commands import _common
-from tflite_opt.commands.prune import (
+from tflite_opt.commands._training import (
     TFLITE_SUFFIX,
     files_dict,
     fit_config,
