@@ -23,11 +23,14 @@ INTERESTING_CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx
                          "avx512_fp16", "amx_int8", "neon", "asimd", "fphp", "asimdhp", "asimddp", "sve")
 
 
-def package_version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+def package_version(*distributions: str) -> str | None:
+    """The installed version of the first of ``distributions`` that is installed (e.g. a -cpu or nightly twin)."""
+    for distribution in distributions:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def cpu_flags() -> list[str]:

@@ -115,19 +115,10 @@ class Settings:
         }
 
 
-def _package_version(*names: str) -> str | None:
-    from importlib import metadata
-
-    for name in names:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def collect_environment() -> dict[str, Any]:
     """Versions for the report, read from package metadata so that TensorFlow is never imported."""
+    from tflite_opt.environment import package_version as _package_version
+
     return {
         "python": platform.python_version(),
         "tensorflow": _package_version("tensorflow", "tensorflow-cpu", "tf-nightly"),
