@@ -290,6 +290,48 @@ def test_evaluate_variants_takes_bytes_and_a_dataset(tflite_files, digits):
     assert failed.error == "conversion failed: no kernel" and failed.size_bytes == 0 and failed.mode == "int16x8"
 
 
+def test_evaluate_variants_reuses_a_measured_reference(tflite_files, digits):
+    _, _, test_x, test_y = digits
+    data = Dataset(inputs={"image": test_x}, labels=test_y)
+    fp32 = VariantSource("fp32", content=tflite_files["fp32"].read_bytes(), mode="fp32")
+    int8 = VariantSource("int8", content=tflite_files["int8"].read_bytes(), mode="int8")
+    full = evaluate_variants([fp32, int8], data, options=EvaluationOptions(runs=0))
+    # A reference that cannot be read proves it is not run again; its results and outputs are reused.
+    gone = VariantSource("fp32", path="/nonexistent/fp32.tflite")
+    reused = evaluate_variants([gone, int8], data, options=EvaluationOptions(runs=0),
+                               measured={"fp32": full.measured("fp32")})
+    assert reused.variants == full.variants and reused.num_samples == full.num_samples
+    assert reused.variants[0] is not full.variants[0]
+
+
+def test_bad_samples_fail_the_variant_even_though_checked_beside_inference(tflite_files, digits):
+    _, _, test_x, test_y = digits
+    content = tflite_files["fp32"].read_bytes()
+    bad = test_x.copy()
+    bad[7, 0, 0, 0] = np.nan
+    run = evaluate_variants([VariantSource("fp32", content=content)], Dataset(inputs={"image": bad}, labels=test_y),
+                            options=EvaluationOptions(runs=0, batch_size=4))
+    (result,) = run.variants
+    assert result.error is not None and "sample 7" in result.error and "NaN or Inf" in result.error
+    assert result.sha256 and result.gzip_bytes and result.sparsity is not None and result.accuracy is None
+    # float64 samples are cast first (not checked beside): same metrics as float32 ones.
+    as32 = evaluate_variants([VariantSource("fp32", content=content)], Dataset(inputs={"image": test_x}, labels=test_y),
+                             options=EvaluationOptions(runs=0))
+    as64 = evaluate_variants([VariantSource("fp32", content=content)],
+                             Dataset(inputs={"image": test_x.astype(np.float64)}, labels=test_y),
+                             options=EvaluationOptions(runs=0))
+    assert as32.variants == as64.variants and as32.variants[0].accuracy > 0.5
+
+
+def test_run_dataset_is_the_same_in_any_batches_and_workers(tflite_files, digits):
+    content = tflite_files["int8"].read_bytes()
+    dataset = Dataset(inputs={"image": digits[2][:37]})
+    expected = run_dataset(content, dataset, batch_size=1, workers=1)["output_0"]
+    for batch, workers in ((5, 2), (64, 3), (8, 1)):
+        got = run_dataset(content, dataset, batch_size=batch, workers=workers)["output_0"]
+        assert got.dtype == np.float32 and np.array_equal(got, expected)
+
+
 def test_evaluate_variants_rejects_bad_names():
     with pytest.raises(EvaluationError, match="repeated: a"):
         evaluate_variants([VariantSource("a", "x"), VariantSource("a", "y")], None)
@@ -360,3 +402,27 @@ def test_one_array_dataset_fits_a_one_input_model_under_any_key(no_signature_tfl
     assert nosig.error is None and nosig.accuracy == fp32.accuracy > 0.9
     assert nosig.agreement == 1.0  # single outputs are matched although their names differ
     assert nosig.sqnr_db == SQNR_CAP_DB
+
+
+def test_gzip_size_is_the_size_of_gzip_level_6(tflite_files):
+    import gzip
+
+    from tflite_opt.evaluation import gzip_size
+
+    for content in (b"", b"a", bytes(range(256)) * 300, tflite_files["fp32"].read_bytes(),
+                    np.random.default_rng(0).bytes(50_000)):
+        assert gzip_size(content) == len(gzip.compress(content, compresslevel=6, mtime=0))
+
+
+@pytest.mark.parametrize("dtype, scale, zero_point", [("int8", 1 / 255, -128), ("int8", 0.1, 3), ("uint8", 0.02, 128),
+                                                      ("int16", 1 / 3000, 0)])
+def test_quantize_rounds_half_away_from_zero_like_the_quantize_op(dtype, scale, zero_point):
+    spec = TensorSpec("x", (None, 4), dtype, scale=scale, zero_point=zero_point)
+    rng = np.random.default_rng(0)
+    ties = (np.arange(-300, 300, dtype=np.float32) + np.float32(0.5)) * np.float32(scale)
+    values = np.concatenate([rng.normal(0, 200 * scale, 20_000).astype(np.float32), ties,
+                             np.array([0.0, -0.0, 1e9, -1e9], np.float32)])
+    scaled = values / np.float32(scale)
+    expected = np.clip(np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + zero_point,
+                       np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+    assert np.array_equal(quantize(values, spec), expected)

@@ -2,8 +2,13 @@
 
 Speed: samples are run in batches — the batch axis is resized when the file's ``shape_signature`` allows it
 (``-1``), otherwise samples go one by one (the file's fixed batch) — and the batches are spread over one
-single-threaded interpreter per CPU core (``invoke`` releases the GIL). The last, short batch is padded and the
-padding's outputs dropped, so the interpreter is allocated once per worker.
+single-threaded interpreter per CPU core (``invoke`` releases the GIL; the calling thread is one of the workers,
+the others are kept for the next file). Batches are handed out one at a time, so every core stays busy to the end
+whatever else runs on it. The automatic batch size is evened out over the data, and the last, short batch is
+padded and the padding's outputs dropped, so the interpreter is allocated once per worker. Outputs are written
+into preallocated arrays (dequantized per batch). The fixed costs of a file — sha256 and gzip (which release the
+GIL), the flatbuffer walk, the NaN/Inf scan of in-memory data — are tasks for the same workers, not extra threads
+competing with them for the cores.
 
 Integer I/O: a file whose inputs/outputs are quantized (int8/uint8/int16 with a scale) is fed by quantizing the
 real-valued samples with each input's scale and zero point, and its outputs are dequantized, so an int8 file and
@@ -29,9 +34,12 @@ No TensorFlow import here.
 
 from __future__ import annotations
 
-import gzip
+import copy
+import functools
 import math
 import os
+import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +55,12 @@ from tflite_opt.runtime import ModelRunner, SignatureInfo, dequantize, quantize,
 
 SQNR_CAP_DB = 200.0
 GZIP_LEVEL = 6
+_GZIP_FRAME_BYTES = 18  # header without name/comment/extra, then CRC-32 and size
 # Samples per invoke: one batch of inputs is about this many bytes, at most MAX_BATCH samples. Larger batches
 # stop paying off once the per-invoke Python overhead is amortized, and start losing cache locality
-# (measured: the digits CNN is fastest around 64, MobileNetV2 at 96x96 around 4).
-TARGET_BATCH_BYTES = 512 << 10
+# (measured with two workers on two cores: the digits CNN is fastest at 32-64; MobileNetV2 at 96x96 fp32 at
+# 6-8 (1,500/s, against 1,040/s one by one and 1,340/s at 24); its int8 file is flat from 2 to 24).
+TARGET_BATCH_BYTES = 768 << 10
 MAX_BATCH = 64
 
 
@@ -101,13 +111,35 @@ class RunOutputs:
 
 
 @dataclass
+class MeasuredVariant:
+    """A variant measured by an earlier :func:`evaluate_variants` call, to pass back in instead of measuring it
+    again (``auto`` measures the fp32 reference once and compares every trial with it).
+
+    It must have been measured on the same data with the same options.
+    """
+
+    result: VariantResult
+    outputs: RunOutputs | None
+
+
+@dataclass
 class EvaluationRun:
-    """The measured variants plus what is needed to build a :class:`~tflite_opt.report.Report`."""
+    """The measured variants plus what is needed to build a :class:`~tflite_opt.report.Report`.
+
+    ``outputs`` holds each measured variant's outputs on the data (``None`` without data or on failure), for
+    :meth:`measured`.
+    """
 
     variants: list[VariantResult]
     reference: str | None
     num_samples: int | None
     warnings: list[str] = field(default_factory=list)
+    outputs: dict[str, RunOutputs | None] = field(default_factory=dict, repr=False)
+
+    def measured(self, name: str) -> MeasuredVariant:
+        """Variant ``name`` as measured here, for ``evaluate_variants(..., measured={name: ...})``."""
+        result = next(v for v in self.variants if v.name == name)
+        return MeasuredVariant(copy.deepcopy(result), self.outputs.get(name))
 
 
 def variant_names(paths: Sequence[str | os.PathLike]) -> list[str]:
@@ -196,46 +228,199 @@ def run_dataset(
     Raises:
         EvaluationError: the model cannot be loaded or run.
     """
-    first = ModelRunner(content, threads=1, xnnpack=xnnpack, signature=signature, source=source)
-    info = first.signature
-    n = len(dataset)
-    if n == 0:
-        raise DataError(f"no samples to run {source} on")
-    want = batch_size or _auto_batch(info)
-    batch = first.prepare(want)
-    starts = list(range(0, n, batch))
-    workers = max(1, min(workers or available_cpus(), len(starts)))
-    shards = [starts[i::workers] for i in range(workers)]
+    return _run_batches(
+        content, dataset, signature=signature, xnnpack=xnnpack, batch_size=batch_size, workers=workers,
+        source=source, on_batch=on_batch,
+    )
 
-    def work(runner: ModelRunner | None, shard: list[int]) -> list[tuple[int, dict[str, np.ndarray]]]:
-        # Each worker builds its own interpreter in its own thread: creation and XNNPACK's weight packing
-        # then run in parallel too.
-        if runner is None:
-            runner = ModelRunner(content, threads=1, xnnpack=xnnpack, signature=signature, source=source)
-        runner.prepare(want)
-        results = []
-        for start in shard:
+
+def _run_batches(
+    content: bytes,
+    dataset: Dataset,
+    *,
+    signature: str | None,
+    xnnpack: bool,
+    batch_size: int | None,
+    workers: int | None,
+    source: str,
+    on_batch: Callable[[int], None] | None,
+    beside: Sequence[Callable[[], None]] = (),
+    first: ModelRunner | None = None,
+    pool: ThreadPoolExecutor | None = None,
+    helpers: int = 0,
+) -> dict[str, np.ndarray]:
+    """:func:`run_dataset`, plus ``beside``: tasks (hashing, gzip, inspection, checking the data) that free
+    workers run before taking batches, so that they share the cores with inference instead of competing for
+    them; ``first``: an unprepared runner of ``content`` to use as one of the workers; ``pool``: an executor
+    whose ``helpers`` threads join the calling thread as workers (once they are done with what was submitted to
+    them before), instead of a pool started here.
+
+    Every ``beside`` task runs exactly once, even when the model fails to load; when one raises, the exception
+    of the *last* failing task in ``beside`` wins over earlier ones and over one from inference.
+    """
+    beside = list(beside)
+    try:
+        if first is None:
+            first = ModelRunner(content, threads=1, xnnpack=xnnpack, signature=signature, source=source)
+        info = first.signature
+        n = len(dataset)
+        if n == 0:
+            raise DataError(f"no samples to run {source} on")
+    except BaseException:
+        _run_all(beside)
+        raise
+    want = batch_size or _auto_batch(info)
+    if batch_size is None:
+        # As many batches as the size asks for, evened out: the last one then pads at most a sample or so
+        # (1797 samples by 64 would pad 59, 3% of the work for nothing).
+        want = -(-n // -(-n // want))
+    # What ModelRunner.prepare will settle on; each worker prepares (allocates, packs weights) its own.
+    batch = int(want) if info.batch_resizable else info.fixed_batch
+    batches = -(-n // batch)
+    if pool is not None:
+        workers = helpers + 1
+    else:
+        workers = max(1, min(workers or available_cpus(), batches + len(beside)))
+    sink = _OutputSink(info, n, batch)
+    # Work is handed out one item at a time (``beside`` first, then the batches in order), so a worker that is
+    # busy with ``beside`` or slowed down by another process on its core simply takes fewer batches.
+    items = iter(list(beside) + list(range(batches)))
+    lock = threading.Lock()
+    beside_errors: dict[int, BaseException] = {}
+
+    def work(runner: ModelRunner | None) -> None:
+        inputs = dataset.inputs
+        while not sink.failed:
+            with lock:
+                item = next(items, None)
+            if item is None:
+                return
+            if not isinstance(item, int):
+                try:
+                    item()
+                except BaseException as exc:  # noqa: BLE001 - re-raised by the calling thread below
+                    beside_errors[beside.index(item)] = exc
+                    sink.failed = True
+                continue
+            if runner is None:
+                # Each worker builds its own interpreter in its own thread: creation and XNNPACK's weight
+                # packing then run in parallel too.
+                runner = ModelRunner(content, threads=1, xnnpack=xnnpack, signature=signature, source=source)
+            if runner.batch_size is None:
+                runner.prepare(want)
+            start = item * batch
             stop = min(start + batch, n)
-            chunk = {name: array[start:stop] for name, array in dataset.inputs.items()}
-            outputs = runner.run(prepare_inputs(info, chunk, batch, source=source))
-            results.append((start, {k: v[: stop - start] for k, v in outputs.items()}))
+            chunk = {name: array[start:stop] for name, array in inputs.items()}
+            sink.put(start, stop, runner.run(prepare_inputs(info, chunk, batch, source=source)))
             if on_batch is not None:
                 on_batch(stop - start)
-        return results
 
-    runners = [first] + [None] * (workers - 1)
-    if workers == 1:
-        pieces = work(first, shards[0])
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tflite-opt-eval") as pool:
-            futures = [pool.submit(work, runner, shard) for runner, shard in zip(runners, shards)]
-            pieces = [piece for future in futures for piece in future.result()]
-    pieces.sort(key=lambda item: item[0])
-    outputs = {}
-    for binding in info.outputs:
-        array = np.concatenate([piece[binding.name] for _, piece in pieces], axis=0)
-        outputs[binding.name] = dequantize(array, binding.spec) if binding.is_quantized else array
-    return outputs
+    def guarded(runner: ModelRunner | None) -> None:
+        try:
+            work(runner)
+        except BaseException:
+            sink.failed = True  # the other workers stop at their next batch
+            raise
+
+    try:
+        if workers == 1:
+            guarded(first)
+        else:
+            # The calling thread is one of the workers: one thread fewer to start.
+            own = pool is None
+            if own:
+                pool = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="tflite-opt-eval")
+            try:
+                futures = [pool.submit(guarded, None) for _ in range(workers - 1)]
+                try:
+                    guarded(first)
+                finally:
+                    errors = [future.exception() for future in futures]
+                for error in errors:
+                    if error is not None:
+                        raise error
+            finally:
+                if own:
+                    pool.shutdown()
+    finally:
+        # Tasks beside that no worker took (every worker stopped at a failure) still run, here.
+        for item in items:
+            if not isinstance(item, int):
+                try:
+                    item()
+                except BaseException as exc:  # noqa: BLE001 - raised below
+                    beside_errors[beside.index(item)] = exc
+        if beside_errors:
+            raise beside_errors[max(beside_errors)]
+    return sink.result()
+
+
+def _run_all(tasks: Sequence[Callable[[], None]]) -> None:
+    """Run every task; raise the exception of the last one that failed (see :func:`_run_batches`)."""
+    error = None
+    for task in tasks:
+        try:
+            task()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            error = exc
+    if error is not None:
+        raise error
+
+
+class _OutputSink:
+    """Outputs of a dataset run, written batch by batch (from any worker) into preallocated arrays.
+
+    Quantized outputs are dequantized as they arrive (elementwise, so the same values as dequantizing the whole
+    array at the end), which keeps that work in the parallel part too. An output whose leading axis is not the
+    batch axis is kept piecewise and concatenated at the end, as the rows the batches gave.
+    """
+
+    def __init__(self, info: SignatureInfo, n: int, batch: int) -> None:
+        self.info = info
+        self.n = n
+        self.batch = batch
+        self.failed = False
+        self._arrays: dict[str, np.ndarray] | None = None
+        self._pieces: dict[str, list[tuple[int, np.ndarray]]] = {}
+        self._lock = threading.Lock()
+
+    def _allocate(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:
+            if self._arrays is None:
+                arrays = {}
+                for binding in self.info.outputs:
+                    value = outputs[binding.name]
+                    if value.ndim == 0 or value.shape[0] != self.batch:
+                        self._pieces[binding.name] = []
+                        continue
+                    dtype = np.float32 if binding.is_quantized else value.dtype
+                    arrays[binding.name] = np.empty((self.n,) + value.shape[1:], dtype=dtype)
+                self._arrays = arrays
+            return self._arrays
+
+    def put(self, start: int, stop: int, outputs: Mapping[str, np.ndarray]) -> None:
+        arrays = self._arrays if self._arrays is not None else self._allocate(outputs)
+        for binding in self.info.outputs:
+            value = outputs[binding.name][: stop - start]
+            if binding.is_quantized:
+                value = dequantize(value, binding.spec)
+            target = arrays.get(binding.name)
+            if target is not None:
+                target[start:stop] = value
+            else:
+                with self._lock:
+                    self._pieces[binding.name].append((start, value))
+
+    def result(self) -> dict[str, np.ndarray]:
+        arrays = self._arrays or {}
+        outputs = {}
+        for binding in self.info.outputs:
+            if binding.name in arrays:
+                outputs[binding.name] = arrays[binding.name]
+            else:
+                pieces = sorted(self._pieces.get(binding.name, []), key=lambda item: item[0])
+                outputs[binding.name] = np.concatenate([piece for _, piece in pieces], axis=0)
+        return outputs
 
 
 # ----------------------------------------------------------------------------------------------------- metrics
@@ -324,29 +509,39 @@ def sqnr_db(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndar
 
 
 def gzip_size(content: bytes) -> int:
-    """Bytes of the file gzip-compressed (level 6): how far clustering/pruning shrink a download."""
-    return len(gzip.compress(content, compresslevel=GZIP_LEVEL, mtime=0))
+    """Bytes of the file gzip-compressed (level 6): how far clustering/pruning shrink a download.
+
+    That is ``len(gzip.compress(content, 6, mtime=0))``, computed as the raw deflate stream plus gzip's fixed
+    10-byte header and 8-byte trailer, which skips the CRC-32 pass over the file.
+    """
+    return len(zlib.compress(content, GZIP_LEVEL, wbits=-15)) + _GZIP_FRAME_BYTES
 
 
 # ------------------------------------------------------------------------------------------------ the evaluation
 
 class _DataCache:
-    """Loads the data once per distinct input description (names, shapes, real dtypes) of the files."""
+    """Loads the data once per distinct input description (names, shapes, real dtypes) of the files.
+
+    A loaded :class:`Dataset` whose arrays already have the model's shapes and dtypes needs nothing from
+    ``validate`` but its scan for NaN/Inf, which is as long as a pass over all the data: that check is then
+    handed back (``check``) to run on a worker beside inference, and its outcome counts before any result.
+    """
 
     def __init__(self, data: str | os.PathLike | Dataset | None, options: EvaluationOptions) -> None:
         self.data = data
         self.options = options
-        self._cache: dict[tuple, Dataset] = {}
+        self._cache: dict[tuple, tuple[Dataset, _Check | None]] = {}
         self.warnings: list[str] = []
 
-    def get(self, info: SignatureInfo) -> Dataset | None:
+    def get(self, info: SignatureInfo) -> tuple[Dataset | None, "_Check | None"]:
         from tflite_opt.representative_data.dataset import validate
 
         if self.data is None:
-            return None
+            return None, None
         specs = info.data_specs
         key = tuple((s.name, s.shape[1:], s.dtype) for s in specs)
         if key not in self._cache:
+            check = None
             if isinstance(self.data, Dataset):
                 dataset = Dataset(
                     inputs=dict(self.data.inputs), labels=self.data.labels, source=self.data.source,
@@ -356,7 +551,10 @@ class _DataCache:
                 if len(specs) == 1 and len(dataset.inputs) == 1 and specs[0].name not in dataset.inputs:
                     # One array for a one-input model, whatever its key (as 'x' in a .npz).
                     dataset.inputs = {specs[0].name: next(iter(dataset.inputs.values()))}
-                validate(dataset, specs)
+                if _fits_as_is(dataset, specs):
+                    check = _Check(dataset, specs)
+                else:
+                    validate(dataset, specs)  # raises its message, or casts
             else:
                 dataset = load_data(
                     self.data, specs, preprocess=self.options.preprocess, num_samples=self.options.num_samples,
@@ -365,15 +563,86 @@ class _DataCache:
             for warning in dataset.warnings:
                 if warning not in self.warnings:
                     self.warnings.append(warning)
-            self._cache[key] = dataset
+            self._cache[key] = (dataset, check)
         return self._cache[key]
 
 
-def _file_facts(content: bytes) -> tuple[str, int]:
-    """(sha256, gzip size) of a file; both release the GIL, so they can run beside inference."""
+def _fits_as_is(dataset: Dataset, specs: Sequence) -> bool:
+    """Every input is there with the spec's sample shape and dtype, counts match: ``validate`` changes nothing."""
+    counts = set()
+    for spec in specs:
+        array = dataset.inputs.get(spec.name)
+        if not isinstance(array, np.ndarray) or array.dtype != np.dtype(spec.dtype):
+            return False
+        want, got = spec.sample_shape, array.shape[1:]
+        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+            return False
+        counts.add(len(array))
+    counts.update(len(array) for array in dataset.inputs.values())
+    if len(counts) != 1:
+        return False
+    return dataset.labels is None or len(dataset.labels) == counts.pop()
+
+
+class _Check:
+    """``validate(dataset, specs)``, run once from whichever thread asks first; later calls repeat its outcome."""
+
+    def __init__(self, dataset: Dataset, specs: Sequence) -> None:
+        self.dataset = dataset
+        self.specs = specs
+        self._lock = threading.Lock()
+        self._done = False
+        self._error: BaseException | None = None
+
+    def __call__(self) -> None:
+        from tflite_opt.representative_data.dataset import validate
+
+        with self._lock:
+            if not self._done:
+                try:
+                    validate(self.dataset, self.specs)
+                except BaseException as exc:  # noqa: BLE001 - remembered, raised below
+                    self._error = exc
+                self._done = True
+        if self._error is not None:
+            raise self._error
+
+
+_helpers: ThreadPoolExecutor | None = None
+_helpers_size = 0
+_helpers_lock = threading.Lock()
+
+
+def _shared_helpers(count: int) -> ThreadPoolExecutor | None:
+    """The process's idle helper threads (one per core but one, started on first use and then kept, as BLAS
+    and OpenMP keep theirs: starting and joining threads costs about a millisecond a file), or ``None`` when
+    more are asked for than cores (a pool of its own, then)."""
+    global _helpers, _helpers_size
+    if count > available_cpus() - 1:
+        return None
+    with _helpers_lock:
+        if _helpers is None:
+            _helpers_size = available_cpus() - 1
+            _helpers = ThreadPoolExecutor(max_workers=_helpers_size, thread_name_prefix="tflite-opt-eval")
+        return _helpers
+
+
+def _file_bytes_facts(content: bytes, result: VariantResult) -> None:
+    """sha256 and gzip size of a file, into ``result`` (both release the GIL; fine on any bytes)."""
     from tflite_opt.inspection import file_digest
 
-    return file_digest(content), gzip_size(content)
+    result.sha256 = file_digest(content)
+    result.gzip_bytes = gzip_size(content)
+
+
+def _flatbuffer_facts(content: bytes, label: str, result: VariantResult) -> None:
+    """Sparsity and (unless given) mode of a file the interpreter's verifier has accepted, into ``result``."""
+    from tflite_opt import inspection
+
+    details = inspection.analyze(content, source=label)
+    result.sparsity = details["sparsity"]
+    if result.mode is None:
+        result.mode = details["mode"]
 
 
 def _measure(
@@ -383,19 +652,33 @@ def _measure(
     options: EvaluationOptions,
     progress: Progress,
 ) -> RunOutputs | None:
-    """Fill ``result`` for one file; returns its outputs on the data (``None`` without data)."""
+    """Fill ``result`` for one file; returns its outputs on the data (``None`` without data).
+
+    Hashing and gzip start at once on a helper thread, which then joins the calling thread as an inference
+    worker (one per core); the flatbuffer walk and the data check are handed out to the workers beside the
+    batches. Everything is done before latency is timed, and whatever fails, the facts have been gathered.
+    """
     from tflite_opt.latency import measure_latency
 
     content = source.content if source.content is not None else read_model_bytes(source.path)
     label = source.path or source.name
     result.size_bytes = len(content)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tflite-opt-hash") as background:
-        # Hashing and gzip overlap with inference, but are finished before any latency is timed.
-        facts = background.submit(_file_facts, content)
+    helpers = max(1, options.workers or available_cpus()) - 1
+    if helpers == 0:
+        _file_bytes_facts(content, result)
+        run, dataset = _load_and_run(content, label, source, result, data, options, progress, None, 0)
+    else:
+        shared = _shared_helpers(helpers)
+        pool = shared or ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="tflite-opt-eval")
         try:
-            run, dataset = _run_on_data(content, label, source, result, data, options, progress)
+            hashing = pool.submit(_file_bytes_facts, content, result)
+            try:
+                run, dataset = _load_and_run(content, label, source, result, data, options, progress, pool, helpers)
+            finally:
+                hashing.result()
         finally:
-            result.sha256, result.gzip_bytes = facts.result()
+            if shared is None:
+                pool.shutdown()
 
     if options.runs > 0:
         sample = None
@@ -409,7 +692,7 @@ def _measure(
     return run
 
 
-def _run_on_data(
+def _load_and_run(
     content: bytes,
     label: str,
     source: VariantSource,
@@ -417,23 +700,29 @@ def _run_on_data(
     data: _DataCache,
     options: EvaluationOptions,
     progress: Progress,
+    pool: ThreadPoolExecutor | None,
+    helpers: int,
 ) -> tuple[RunOutputs | None, Dataset | None]:
-    from tflite_opt import inspection
-    from tflite_opt.runtime import load_signature
-
-    info = load_signature(content, signature=options.signature, source=label)
-    facts = inspection.analyze(content, source=label)
-    result.sparsity = facts["sparsity"]
-    if result.mode is None:
-        result.mode = facts["mode"]
-
-    dataset = data.get(info)
+    # The interpreter's verifier rejects damaged files here, before the flatbuffer is walked. This runner
+    # (delegate not applied until it is prepared) is then one of the inference workers.
+    runner = ModelRunner(content, threads=1, xnnpack=options.xnnpack, signature=options.signature, source=label)
+    info = runner.signature
+    facts = functools.partial(_flatbuffer_facts, content, label, result)
+    try:
+        dataset, check = data.get(info)
+    except BaseException:
+        _run_all([facts])  # a flatbuffer the reader cannot walk reports that first, as it always did
+        raise
     if dataset is None:
+        facts()
         return None, None
+    # Errors rank: the flatbuffer walk, then the data check, then running the model.
+    beside = ([check] if check is not None else []) + [facts]
     with progress.task(f"{source.name}: {len(dataset)} samples", total=len(dataset)) as task:
-        outputs = run_dataset(
+        outputs = _run_batches(
             content, dataset, signature=options.signature, xnnpack=options.xnnpack,
             batch_size=options.batch_size, workers=options.workers, source=label, on_batch=task.advance,
+            beside=beside, first=runner, pool=pool, helpers=helpers,
         )
     accuracy_output = pick_accuracy_output([b.name for b in info.outputs], options.output)
     predictions = top1(outputs[accuracy_output])
@@ -473,6 +762,7 @@ def evaluate_variants(
     reference: str | None = None,
     options: EvaluationOptions | None = None,
     progress: Progress | None = None,
+    measured: Mapping[str, MeasuredVariant] | None = None,
 ) -> EvaluationRun:
     """Measure every file; a file that fails is reported with ``error`` and the others are still measured.
 
@@ -485,6 +775,9 @@ def evaluate_variants(
         reference: name of the source that ratios, deltas, agreement and SQNR are against (default: the first).
         options: see :class:`EvaluationOptions`.
         progress: progress reporter (default: silent).
+        measured: variants already measured on the same data with the same options (by name, e.g. from
+            :meth:`EvaluationRun.measured`): those sources are not run again, their results and outputs are
+            reused (copied) and compared as usual.
 
     Returns:
         The results in the order of ``sources``.
@@ -510,7 +803,16 @@ def evaluate_variants(
     # The reference goes first so that a failure to read the data is reported against it.
     order = sorted(sources, key=lambda s: s.name != reference)
     num_samples = None
+    measured = measured or {}
     for source in order:
+        if source.name in measured:
+            earlier = measured[source.name]
+            result = results[source.name] = copy.deepcopy(earlier.result)
+            result.name = source.name
+            runs[source.name] = earlier.outputs
+            if earlier.outputs is not None:
+                num_samples = len(earlier.outputs.predictions)
+            continue
         result = results[source.name]
         if source.error is not None:
             result.error = source.error
@@ -535,7 +837,7 @@ def evaluate_variants(
         progress.warn(warning)
     return EvaluationRun(
         variants=[results[s.name] for s in sources], reference=reference, num_samples=num_samples,
-        warnings=list(cache.warnings),
+        warnings=list(cache.warnings), outputs=runs,
     )
 
 

@@ -250,9 +250,15 @@ def quantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """
     dtype = np.dtype(spec.dtype)
     info = np.iinfo(dtype)
-    scaled = np.asarray(values, dtype=np.float32) / np.float32(spec.scale)
-    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + (spec.zero_point or 0)
-    return np.clip(rounded, info.min, info.max).astype(dtype)
+    # One float32 temporary, updated in place (this runs on every batch of an integer-input file).
+    # trunc(s + copysign(0.5, s)) is sign(s) * floor(|s| + 0.5) bit for bit: |s| + 0.5 rounds like s + 0.5
+    # with the sign mirrored, and the sum has the sign of s.
+    scaled = np.asarray(np.divide(np.asarray(values, dtype=np.float32), np.float32(spec.scale)))
+    scaled += np.copysign(np.float32(0.5), scaled)
+    np.trunc(scaled, out=scaled)
+    scaled += np.float32(spec.zero_point or 0)
+    np.clip(scaled, info.min, info.max, out=scaled)
+    return scaled.astype(dtype) if scaled.ndim else scaled.astype(dtype)[()]
 
 
 def dequantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:

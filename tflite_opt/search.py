@@ -48,7 +48,7 @@ from tflite_opt.report import Report, Settings, VariantResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from tflite_opt.debugging import DebugReport
-    from tflite_opt.evaluation import EvaluationOptions
+    from tflite_opt.evaluation import EvaluationOptions, MeasuredVariant
     from tflite_opt.gates import Gate
     from tflite_opt.models import LoadedModel
     from tflite_opt.progress import Progress
@@ -263,6 +263,7 @@ class _Searcher:
         self.notes: list[str] = []
         self.reference: VariantResult | None = None
         self.reference_content: bytes | None = None
+        self.reference_measured: "MeasuredVariant | None" = None
         self.num_samples: int | None = None
 
     # -- measuring -------------------------------------------------------------------------------------------
@@ -273,13 +274,16 @@ class _Searcher:
 
         reference = VariantSource(name=REFERENCE_NAME, content=self.reference_content, mode=Mode.FP32.value)
         trial_source = VariantSource(name=name, content=content, mode=mode.value, error=error)
+        # The reference is run once, with the first trial; later trials reuse its results and outputs.
+        measured = {REFERENCE_NAME: self.reference_measured} if self.reference_measured is not None else None
         run = evaluate_variants([reference, trial_source], self.data, reference=REFERENCE_NAME,
-                                options=self.evaluation, progress=self.progress)
+                                options=self.evaluation, progress=self.progress, measured=measured)
         ref_result, result = run.variants
         if ref_result.error is not None:
             raise EvaluationError(f"the fp32 reference cannot be evaluated: {ref_result.error}")
         if self.reference is None:
             self.reference = ref_result
+            self.reference_measured = run.measured(REFERENCE_NAME)
             self.num_samples = run.num_samples
             self._check_measurable(ref_result)
         within, verdict = self.options.budget.check(result)
