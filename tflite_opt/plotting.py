@@ -108,6 +108,9 @@ def plot_tradeoff(report: Report, path: str | os.PathLike, *, title: str | None 
             edgecolors=color, linewidths=2.0 if is_reference else 1.0, label=variant.name, zorder=3,
         )
     axes.margins(0.15)
+    # Accuracy and agreement cannot exceed 100%: do not let the margin suggest they can.
+    low, high = axes.get_ylim()
+    axes.set_ylim(low, min(high, 1.005))
     for (variant, x, y), offset in zip(points, _label_offsets(axes, points)):
         is_reference = variant.name == report.reference
         axes.annotate(
