@@ -107,7 +107,7 @@ def prepare_demo(output_dir: Path, epochs: int = 12, seed: int = 0, progress: Pr
     model_path = output_dir / "model.keras"
     atomic_save(model_path, model.save)
     train_path, test_path, calib_path = output_dir / "train.npz", output_dir / "test.npz", output_dir / "calib.npz"
-    np.savez(train_path, x=train_x, y=train_y)
-    np.savez(test_path, x=test_x, y=test_y)
-    np.savez(calib_path, x=train_x[:300])
+    atomic_save(train_path, lambda tmp: np.savez(tmp, x=train_x, y=train_y))
+    atomic_save(test_path, lambda tmp: np.savez(tmp, x=test_x, y=test_y))
+    atomic_save(calib_path, lambda tmp: np.savez(tmp, x=train_x[:300]))
     return DemoAssets(model_path, train_path, test_path, calib_path, float_accuracy, len(train_x), len(test_x))
