@@ -136,7 +136,8 @@ def gzip_size(data: bytes) -> int:
     return measure(data)
 
 
-def save_keras_file(model: Any, path: Path, *, keras3: bool, sample: "Dataset | None", progress) -> str:
+def save_keras_file(model: Any, path: Path, *, keras3: bool, sample: "Dataset | None", progress,
+                    template: Any = None) -> str:
     """Write the fine-tuned tf_keras model, atomically; returns which Keras wrote it.
 
     ``.keras`` from a Keras 3 source is written by Keras 3 (bridged back and output-checked), so the user gets
@@ -149,7 +150,7 @@ def save_keras_file(model: Any, path: Path, *, keras3: bool, sample: "Dataset | 
     if keras3 and path.suffix.lower() == ".keras":
         feed = None if sample is None else {k: v[:32] for k, v in sample.inputs.items()}
         try:
-            rebuilt, _ = to_keras3(model, feed)
+            rebuilt, _ = to_keras3(model, feed, template=template)
         except TrainingError as exc:
             progress.warn(f"{exc}; writing {path} with tf_keras instead")
         else:
@@ -193,7 +194,7 @@ def write_outputs(model: Any, paths: Sequence[Path], *, mode: Mode, io_type: str
 
             keras3 = inputs is not None and inputs.loaded.kind == ModelKind.KERAS3
             written_by = save_keras_file(model, path, keras3=keras3, sample=inputs.train if inputs else None,
-                                         progress=progress)
+                                         progress=progress, template=inputs.loaded.keras_model if keras3 else None)
             written.append(WrittenFile(str(path), path.suffix.lower().lstrip("."), path.stat().st_size,
                                        written_by=written_by))
     return written

@@ -391,35 +391,65 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-def to_keras3(
-    model: Any,
-    sample_inputs: Mapping[str, np.ndarray] | None = None,
-    *,
-    tolerance: float = DEFAULT_TOLERANCE,
-) -> tuple[Any, BridgeReport]:
-    """The way back: a (stripped) tf_keras model as a Keras 3 model, for writing Keras 3 ``.keras`` files.
+def _clone_with_weights(keras, template: Any, model: Any):
+    """The template's architecture with ``model``'s weights, matched by layer name; None when they do not fit."""
+    try:
+        rebuilt = keras.models.clone_model(template)
+        sources = {layer.name: layer for layer in model.layers}
+        for layer in rebuilt.layers:
+            weights = layer.get_weights()
+            if not weights:
+                continue
+            source = sources.get(layer.name)
+            if source is None:
+                return None
+            new = source.get_weights()
+            if [w.shape for w in new] != [w.shape for w in weights]:
+                return None
+            layer.set_weights(new)
+        return rebuilt
+    except Exception:  # noqa: BLE001 - any mismatch means: use the other way back
+        return None
 
-    Goes through Keras 3's own reader of legacy ``.h5`` files (what Keras 3 offers for Keras 2 models), then
-    checks the outputs like ``to_tf_keras`` does.
 
-    Raises:
-        TrainingError: Keras 3 cannot read the model back, or its outputs differ.
-    """
+def _rebuild_from_h5(keras, model: Any):
     import shutil
     import tempfile
     from pathlib import Path
 
-    from tflite_opt import tf_runtime
-
-    keras = tf_runtime.import_keras3()
     folder = Path(tempfile.mkdtemp(prefix="tflite_opt_bridge_"))
     try:
         model.save(str(folder / "model.h5"))
-        rebuilt = keras.saving.load_model(str(folder / "model.h5"), compile=False)
+        return keras.saving.load_model(str(folder / "model.h5"), compile=False)
     except Exception as exc:  # noqa: BLE001 - h5 writing and Keras 3's legacy reader raise many types
         raise TrainingError(f"Keras 3 cannot rebuild '{model.name}': {_first_line(exc)}") from exc
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def to_keras3(
+    model: Any,
+    sample_inputs: Mapping[str, np.ndarray] | None = None,
+    *,
+    template: Any = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> tuple[Any, BridgeReport]:
+    """The way back: a (stripped) tf_keras model as a Keras 3 model, for writing Keras 3 ``.keras`` files.
+
+    With ``template`` (the Keras 3 model the tf_keras one was bridged from, same architecture after
+    ``strip_pruning``/``strip_clustering``) the template is cloned and given the fine-tuned weights layer by layer.
+    Otherwise, or if that fails, Keras 3's own reader of legacy ``.h5`` files rebuilds it. Either way the outputs
+    are checked like ``to_tf_keras`` does.
+
+    Raises:
+        TrainingError: Keras 3 cannot rebuild the model, or its outputs differ.
+    """
+    from tflite_opt import tf_runtime
+
+    keras = tf_runtime.import_keras3()
+    rebuilt = _clone_with_weights(keras, template, model) if template is not None else None
+    if rebuilt is None:
+        rebuilt = _rebuild_from_h5(keras, model)
     names = list(model.input_names)
     if sample_inputs is None:
         rng = np.random.default_rng(0)

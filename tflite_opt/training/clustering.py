@@ -166,6 +166,11 @@ def _clusterable(layer: Any) -> bool:
     from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
 
     name = type(layer).__name__
-    if name not in KERNEL_ATTRIBUTES or not clustering_registry.ClusteringRegistry.supports(layer):
+    registry = clustering_registry.ClusteringRegistry
+    if name not in KERNEL_ATTRIBUTES or not registry.supports(layer):
+        return False
+    # tfmot "supports" DepthwiseConv2D with an empty weight list: it wraps the layer but clusters nothing
+    # ("non-clusterable due to big unrecoverable accuracy loss"), so it must not count as clustered.
+    if type(layer) in registry._LAYERS_WEIGHTS_MAP and not registry._LAYERS_WEIGHTS_MAP[type(layer)]:
         return False
     return all(getattr(layer, attribute, None) is not None for attribute in KERNEL_ATTRIBUTES[name])
