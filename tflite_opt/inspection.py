@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,212 +157,6 @@ def _buffer_bytes(model, index: int, content: bytes) -> memoryview | None:
     return memoryview(data) if isinstance(data, np.ndarray) else None
 
 
-# ------------------------------------------------------------------------------- a lean reader of the flatbuffer
-# The generated schema classes spend ~3 µs per field access in generic flatbuffers code (vtable lookups through
-# several layers of helpers); a MobileNet takes ~7 ms to walk that way, a small CNN ~1.6 ms of held GIL beside
-# inference. These classes read the same fields (same names, same vtable slots as ``schema_py_generated``,
-# same defaults for absent fields) with one ``struct`` call each. Only what :func:`_analyze` needs.
-
-_U16 = struct.Struct("<H").unpack_from
-_I32 = struct.Struct("<i").unpack_from
-_U32 = struct.Struct("<I").unpack_from
-_I8 = struct.Struct("<b").unpack_from
-_U64 = struct.Struct("<Q").unpack_from
-_INT32_LE = np.dtype("<i4")
-_INT64_LE = np.dtype("<i8")
-
-
-class _Table:
-    __slots__ = ("_buf", "_pos", "_vt", "_vt_size")
-
-    def __init__(self, buf, pos: int) -> None:
-        self._buf = buf
-        self._pos = pos
-        self._vt = pos - _I32(buf, pos)[0]
-        self._vt_size = _U16(buf, self._vt)[0]
-
-    def _field(self, slot: int) -> int:
-        if slot >= self._vt_size:
-            return 0
-        offset = _U16(self._buf, self._vt + slot)[0]
-        return self._pos + offset if offset else 0
-
-    def _scalar(self, slot: int, unpack) -> int:
-        at = self._field(slot)
-        return unpack(self._buf, at)[0] if at else 0
-
-    def _vector(self, slot: int) -> tuple[int, int]:
-        at = self._field(slot)
-        if not at:
-            return 0, 0
-        at += _U32(self._buf, at)[0]
-        return at + 4, _U32(self._buf, at)[0]
-
-    def _length(self, slot: int) -> int:
-        return self._vector(slot)[1]
-
-    def _numpy(self, slot: int, dtype) -> np.ndarray | int:
-        start, length = self._vector(slot)
-        if not start:
-            return 0  # what the generated *AsNumpy() return for an absent vector
-        return np.frombuffer(self._buf, dtype=dtype, count=length, offset=start)
-
-    def _element(self, slot: int, index: int, cls):
-        start, _ = self._vector(slot)
-        if not start:
-            return None
-        at = start + 4 * index
-        return cls(self._buf, at + _U32(self._buf, at)[0])
-
-    def _table(self, slot: int, cls):
-        at = self._field(slot)
-        return cls(self._buf, at + _U32(self._buf, at)[0]) if at else None
-
-    def _string(self, slot: int) -> bytes | None:
-        at = self._field(slot)
-        if not at:
-            return None
-        at += _U32(self._buf, at)[0]
-        return bytes(self._buf[at + 4 : at + 4 + _U32(self._buf, at)[0]])
-
-
-class _Quantization(_Table):
-    __slots__ = ()
-
-    def ZeroPointLength(self) -> int:  # noqa: N802 - the generated schema's names
-        return self._length(10)
-
-    def ZeroPointAsNumpy(self):  # noqa: N802
-        return self._numpy(10, _INT64_LE)
-
-
-class _Buffer(_Table):
-    __slots__ = ()
-
-    def DataLength(self) -> int:  # noqa: N802
-        return self._length(4)
-
-    def DataAsNumpy(self):  # noqa: N802
-        return self._numpy(4, np.uint8)
-
-    def Offset(self) -> int:  # noqa: N802
-        return self._scalar(6, _U64)
-
-    def Size(self) -> int:  # noqa: N802
-        return self._scalar(8, _U64)
-
-
-class _TensorTable(_Table):
-    __slots__ = ()
-
-    def ShapeLength(self) -> int:  # noqa: N802
-        return self._length(4)
-
-    def ShapeAsNumpy(self):  # noqa: N802
-        return self._numpy(4, _INT32_LE)
-
-    def Type(self) -> int:  # noqa: N802
-        return self._scalar(6, _I8)
-
-    def Buffer(self) -> int:  # noqa: N802
-        return self._scalar(8, _U32)
-
-    def Name(self) -> bytes | None:  # noqa: N802
-        return self._string(10)
-
-    def Quantization(self):  # noqa: N802
-        return self._table(12, _Quantization)
-
-    def Sparsity(self):  # noqa: N802
-        return self._table(16, _Table)
-
-
-class _Operator(_Table):
-    __slots__ = ()
-
-    def OpcodeIndex(self) -> int:  # noqa: N802
-        return self._scalar(4, _U32)
-
-    def InputsLength(self) -> int:  # noqa: N802
-        return self._length(6)
-
-    def InputsAsNumpy(self):  # noqa: N802
-        return self._numpy(6, _INT32_LE)
-
-    def OutputsLength(self) -> int:  # noqa: N802
-        return self._length(8)
-
-    def OutputsAsNumpy(self):  # noqa: N802
-        return self._numpy(8, _INT32_LE)
-
-
-class _SubGraph(_Table):
-    __slots__ = ()
-
-    def TensorsLength(self) -> int:  # noqa: N802
-        return self._length(4)
-
-    def Tensors(self, index: int):  # noqa: N802
-        return self._element(4, index, _TensorTable)
-
-    def InputsLength(self) -> int:  # noqa: N802
-        return self._length(6)
-
-    def InputsAsNumpy(self):  # noqa: N802
-        return self._numpy(6, _INT32_LE)
-
-    def OutputsLength(self) -> int:  # noqa: N802
-        return self._length(8)
-
-    def OutputsAsNumpy(self):  # noqa: N802
-        return self._numpy(8, _INT32_LE)
-
-    def OperatorsLength(self) -> int:  # noqa: N802
-        return self._length(10)
-
-    def Operators(self, index: int):  # noqa: N802
-        return self._element(10, index, _Operator)
-
-
-class _OperatorCode(_Table):
-    __slots__ = ()
-
-    def DeprecatedBuiltinCode(self) -> int:  # noqa: N802
-        return self._scalar(4, _I8)
-
-    def CustomCode(self) -> bytes | None:  # noqa: N802
-        return self._string(6)
-
-    def BuiltinCode(self) -> int:  # noqa: N802
-        return self._scalar(10, _I32)
-
-
-class _Model(_Table):
-    __slots__ = ()
-
-    @classmethod
-    def root(cls, buf) -> "_Model":
-        return cls(buf, _U32(buf, 0)[0])
-
-    def OperatorCodesLength(self) -> int:  # noqa: N802
-        return self._length(6)
-
-    def OperatorCodes(self, index: int):  # noqa: N802
-        return self._element(6, index, _OperatorCode)
-
-    def SubgraphsLength(self) -> int:  # noqa: N802
-        return self._length(8)
-
-    def Subgraphs(self, index: int):  # noqa: N802
-        return self._element(8, index, _SubGraph)
-
-    def BuffersLength(self) -> int:  # noqa: N802
-        return self._length(12)
-
-    def Buffers(self, index: int):  # noqa: N802
-        return self._element(12, index, _Buffer)
-
-
 def analyze(content: bytes, *, source: str = "model") -> dict[str, Any]:
     """Parse the flatbuffer: op histogram, weights, sparsity, integer-only, mode.
 
@@ -373,8 +166,10 @@ def analyze(content: bytes, *, source: str = "model") -> dict[str, Any]:
         dict with keys ``ops``, ``weight_bytes``, ``weight_tensors``, ``sparsity``, ``integer_only``, ``mode``,
         ``subgraphs``.
     """
+    from ai_edge_litert.schema_py_generated import Model
+
     try:
-        model = _Model.root(content)
+        model = Model.GetRootAs(content, 0)
         return _analyze(model, content)
     except EvaluationError:
         raise
