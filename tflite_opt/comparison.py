@@ -46,7 +46,6 @@ class TrainingRows:
 class CompareResult:
     report: "Report"
     files: dict[str, Path] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
 
 
 def run_compare(
@@ -125,7 +124,7 @@ def run_compare(
     run = evaluation.evaluate_variants(sources, data, reference=reference, options=evaluation_options,
                                        progress=progress)
     report = evaluation.build_report(run, evaluation_options, gates)
-    return CompareResult(report=report, files=files, warnings=list(run.warnings))
+    return CompareResult(report=report, files=files)
 
 
 def _add_training_rows(model, training: TrainingRows, representative, io_type, add, progress) -> None:

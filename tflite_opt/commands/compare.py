@@ -95,11 +95,9 @@ def command(model, data, output_dir, modes, signature, input_shape, trust_model,
             representative = evaluation_data
             progress.warn("calibrating on the evaluation data (--data): pass --representative-data to keep "
                           "calibration and evaluation apart")
-        for warning in representative.warnings:
-            progress.warn(warning)
-    for warning in evaluation_data.warnings:
-        if warning not in (representative.warnings if representative else []):
-            progress.warn(warning)
+        if representative is not evaluation_data:  # evaluation reports the evaluation data's own warnings
+            for warning in representative.warnings:
+                progress.warn(warning)
     training = None
     if training_data is not None:
         training = comparison.TrainingRows(

@@ -116,7 +116,7 @@ def command(teacher, student, train_data, outputs, transfer_data, val_data, val_
       tflite-opt distill --teacher big.keras --student small.keras --train-data unlabelled.npy \\
           --alpha 0 -o small.keras
     """
-    from tflite_opt import conversion, distillation, evaluation, fileio, models, tf_runtime
+    from tflite_opt import conversion, distillation, evaluation, fileio, models
     from tflite_opt import report as report_mod
     from tflite_opt.errors import ConversionError
     from tflite_opt.representative_data import load_data
@@ -190,12 +190,11 @@ def command(teacher, student, train_data, outputs, transfer_data, val_data, val_
         click.echo(f"distilled student ({mode.value}): {_common.human_size(len(student_tflite))} -> {tflite_out}")
 
     evaluation_options = evaluation.EvaluationOptions(threads=threads, runs=runs, warmup=min(5, runs))
-    with tf_runtime.quiet_native():  # LiteRT's own "Created XNNPACK delegate" lines on file descriptor 2
-        comparison = distillation.compare(
-            result, teacher_model, options, representative, student_tflite=student_tflite,
-            student_error=None if conversion_error is None else str(conversion_error),
-            evaluation_options=evaluation_options, progress=progress,
-        )
+    comparison = distillation.compare(
+        result, teacher_model, options, representative, student_tflite=student_tflite,
+        student_error=None if conversion_error is None else str(conversion_error),
+        evaluation_options=evaluation_options, progress=progress,
+    )
     stdout_console.print(distillation.render_comparison(comparison))
     for row in comparison.rows:
         if row.variant.error:
