@@ -206,20 +206,15 @@ def explain_failure(exc: BaseException, options: ConversionOptions) -> str:
 
 
 def float_op_names(model_bytes: bytes) -> list[str]:
-    """Ops of a .tflite model that compute in float (excluding the I/O QUANTIZE/DEQUANTIZE boundary)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    """Ops of a .tflite model that compute in float (the I/O QUANTIZE/DEQUANTIZE/CAST boundary excluded).
 
-    interpreter = Interpreter(
-        model_content=model_bytes,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    found: list[str] = []
-    float_kinds = {"float32", "float16"}
-    for op in interpreter._get_ops_details():
-        name = op["op_name"]
-        if name in ("QUANTIZE", "DEQUANTIZE"):
-            continue
-        types = [getattr(t, "__name__", str(t)) for t in op.get("operand_types", []) + op.get("result_types", [])]
-        if any(t in float_kinds for t in types) and name not in found:
-            found.append(name)
-    return found
+    Uses the same reading of the file as ``inspect`` (:mod:`tflite_opt.inspection`), so "integer-only" means
+    one thing everywhere.
+    """
+    from tflite_opt.inspection import CONVERSION_OPS, analyze
+
+    return [
+        summary.op
+        for summary in analyze(model_bytes)["ops"]
+        if summary.op not in CONVERSION_OPS and any("float" in label for label in summary.dtypes)
+    ]

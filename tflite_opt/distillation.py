@@ -535,7 +535,7 @@ def _train(
     steps_per_epoch: int, student_probabilities: bool, validation, strategy, progress,
 ) -> TrainedStudent:
     from tflite_opt import tf_runtime
-    from tflite_opt.training.fit import _progress_callback
+    from tflite_opt.training.fit import epoch_progress_callback
 
     tf = tf_runtime.import_tensorflow()
     fit_config = config.fit
@@ -569,7 +569,7 @@ def _train(
         f"loss {history.loss}, {history.strategy} x{history.replicas}"
     )
     with progress.task(job.description, total=steps_per_epoch * fit_config.epochs) as task:
-        reporter = _progress_callback(keras, progress, task, fit_config.epochs, history)
+        reporter = epoch_progress_callback(keras, progress, task, fit_config.epochs, history)
         try:
             model.fit(
                 data, epochs=fit_config.epochs, steps_per_epoch=steps_per_epoch, verbose=0,

@@ -215,7 +215,9 @@ def split(train: Dataset, val: Dataset | None, config: FitConfig) -> tuple[Datas
 
 def make_strategy(name: str):
     """The tf.distribute strategy for ``--distribute`` (nothing home-made, SPEC §6)."""
-    tf, _, _ = import_training_stack()
+    from tflite_opt import tf_runtime
+
+    tf = tf_runtime.import_tensorflow()
     if name == Distribute.MIRRORED.value:
         try:
             return tf.distribute.MirroredStrategy()
@@ -416,7 +418,7 @@ def fine_tune(
     )
     validation = None if val_set is None else (model_feed(model, val_set), val_set.labels)
     with progress.task(description, total=total_steps) as task:
-        reporter = _progress_callback(tf_keras, progress, task, config.epochs, history)
+        reporter = epoch_progress_callback(tf_keras, progress, task, config.epochs, history)
         try:
             model.fit(
                 model_feed(model, train_set), train_set.labels,
@@ -439,7 +441,9 @@ def _strategy_name(strategy) -> str:
     return "default" if name.startswith("_Default") else name
 
 
-def _progress_callback(tf_keras, progress, task, epochs: int, history: FitHistory):
+def epoch_progress_callback(tf_keras, progress, task, epochs: int, history: FitHistory):
+    """A Keras callback (of the given Keras module) that advances ``task`` per batch, records each epoch in
+    ``history`` and reports "epoch i/N: loss ..., val accuracy ..." through ``progress``."""
     def number(logs, key):
         value = logs.get(key)
         return None if value is None else float(value)
