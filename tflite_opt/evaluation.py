@@ -249,7 +249,7 @@ def _run_batches(
     pool: ThreadPoolExecutor | None = None,
     helpers: int = 0,
 ) -> dict[str, np.ndarray]:
-    """:func:`run_dataset`, plus ``beside``: tasks (hashing, gzip, inspection, checking the data) that free
+    """:func:`run_dataset`, plus ``beside``: tasks (such as the flatbuffer inspection) that free
     workers run before taking batches, so that they share the cores with inference instead of competing for
     them; ``first``: an unprepared runner of ``content`` to use as one of the workers; ``pool``: an executor
     whose ``helpers`` threads join the calling thread as workers (once they are done with what was submitted to
@@ -520,28 +520,22 @@ def gzip_size(content: bytes) -> int:
 # ------------------------------------------------------------------------------------------------ the evaluation
 
 class _DataCache:
-    """Loads the data once per distinct input description (names, shapes, real dtypes) of the files.
-
-    A loaded :class:`Dataset` whose arrays already have the model's shapes and dtypes needs nothing from
-    ``validate`` but its scan for NaN/Inf, which is as long as a pass over all the data: that check is then
-    handed back (``check``) to run on a worker beside inference, and its outcome counts before any result.
-    """
+    """Loads and validates the data once per distinct input description (names, shapes, real dtypes) of the files."""
 
     def __init__(self, data: str | os.PathLike | Dataset | None, options: EvaluationOptions) -> None:
         self.data = data
         self.options = options
-        self._cache: dict[tuple, tuple[Dataset, _Check | None]] = {}
+        self._cache: dict[tuple, Dataset] = {}
         self.warnings: list[str] = []
 
-    def get(self, info: SignatureInfo) -> tuple[Dataset | None, "_Check | None"]:
+    def get(self, info: SignatureInfo) -> Dataset | None:
         from tflite_opt.representative_data.dataset import validate
 
         if self.data is None:
-            return None, None
+            return None
         specs = info.data_specs
         key = tuple((s.name, s.shape[1:], s.dtype) for s in specs)
         if key not in self._cache:
-            check = None
             if isinstance(self.data, Dataset):
                 dataset = Dataset(
                     inputs=dict(self.data.inputs), labels=self.data.labels, source=self.data.source,
@@ -551,10 +545,7 @@ class _DataCache:
                 if len(specs) == 1 and len(dataset.inputs) == 1 and specs[0].name not in dataset.inputs:
                     # One array for a one-input model, whatever its key (as 'x' in a .npz).
                     dataset.inputs = {specs[0].name: next(iter(dataset.inputs.values()))}
-                if _fits_as_is(dataset, specs):
-                    check = _Check(dataset, specs)
-                else:
-                    validate(dataset, specs)  # raises its message, or casts
+                validate(dataset, specs)  # raises its message, or casts
             else:
                 dataset = load_data(
                     self.data, specs, preprocess=self.options.preprocess, num_samples=self.options.num_samples,
@@ -563,49 +554,8 @@ class _DataCache:
             for warning in dataset.warnings:
                 if warning not in self.warnings:
                     self.warnings.append(warning)
-            self._cache[key] = (dataset, check)
+            self._cache[key] = dataset
         return self._cache[key]
-
-
-def _fits_as_is(dataset: Dataset, specs: Sequence) -> bool:
-    """Every input is there with the spec's sample shape and dtype, counts match: ``validate`` changes nothing."""
-    counts = set()
-    for spec in specs:
-        array = dataset.inputs.get(spec.name)
-        if not isinstance(array, np.ndarray) or array.dtype != np.dtype(spec.dtype):
-            return False
-        want, got = spec.sample_shape, array.shape[1:]
-        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
-            return False
-        counts.add(len(array))
-    counts.update(len(array) for array in dataset.inputs.values())
-    if len(counts) != 1:
-        return False
-    return dataset.labels is None or len(dataset.labels) == counts.pop()
-
-
-class _Check:
-    """``validate(dataset, specs)``, run once from whichever thread asks first; later calls repeat its outcome."""
-
-    def __init__(self, dataset: Dataset, specs: Sequence) -> None:
-        self.dataset = dataset
-        self.specs = specs
-        self._lock = threading.Lock()
-        self._done = False
-        self._error: BaseException | None = None
-
-    def __call__(self) -> None:
-        from tflite_opt.representative_data.dataset import validate
-
-        with self._lock:
-            if not self._done:
-                try:
-                    validate(self.dataset, self.specs)
-                except BaseException as exc:  # noqa: BLE001 - remembered, raised below
-                    self._error = exc
-                self._done = True
-        if self._error is not None:
-            raise self._error
 
 
 _helpers: ThreadPoolExecutor | None = None
@@ -655,8 +605,7 @@ def _measure(
     """Fill ``result`` for one file; returns its outputs on the data (``None`` without data).
 
     Hashing and gzip start at once on a helper thread, which then joins the calling thread as an inference
-    worker (one per core); the flatbuffer walk and the data check are handed out to the workers beside the
-    batches. Everything is done before latency is timed, and whatever fails, the facts have been gathered.
+    worker (one per core); the flatbuffer walk is handed out to the workers beside the batches. Everything is done before latency is timed, and whatever fails, the facts have been gathered.
     """
     from tflite_opt.latency import measure_latency
 
@@ -709,15 +658,15 @@ def _load_and_run(
     info = runner.signature
     facts = functools.partial(_flatbuffer_facts, content, label, result)
     try:
-        dataset, check = data.get(info)
+        dataset = data.get(info)
     except BaseException:
         _run_all([facts])  # a flatbuffer the reader cannot walk reports that first, as it always did
         raise
     if dataset is None:
         facts()
         return None, None
-    # Errors rank: the flatbuffer walk, then the data check, then running the model.
-    beside = ([check] if check is not None else []) + [facts]
+    # Errors rank: the flatbuffer walk, then running the model.
+    beside = [facts]
     with progress.task(f"{source.name}: {len(dataset)} samples", total=len(dataset)) as task:
         outputs = _run_batches(
             content, dataset, signature=options.signature, xnnpack=options.xnnpack,
