@@ -20,6 +20,17 @@ def build_keras3_cnn(keras, num_classes: int = 10):
     return keras.Model(inputs, outputs, name="digits_cnn")
 
 
+def fit_on_digits(keras, model, train_x, train_y, *, epochs: int):
+    """Train a logits classifier the house way: Adam 3e-3, sparse cross-entropy from logits, batch 64."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(train_x, train_y, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
 @pytest.fixture(scope="session")
 def keras3_cnn_path(tmp_path_factory, digits):
     """A Keras 3 ``.keras`` CNN trained on digits (~97% test accuracy)."""
@@ -28,12 +39,7 @@ def keras3_cnn_path(tmp_path_factory, digits):
     keras.utils.set_random_seed(0)
     train_x, train_y, _, _ = digits
     model = build_keras3_cnn(keras)
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(train_x, train_y, epochs=8, batch_size=64, verbose=0)
+    fit_on_digits(keras, model, train_x, train_y, epochs=8)
     path = tmp_path_factory.mktemp("k3") / "cnn.keras"
     model.save(path)
     return path
@@ -47,12 +53,7 @@ def tf_keras_cnn_h5(tmp_path_factory, digits):
     tf_keras.utils.set_random_seed(0)
     train_x, train_y, _, _ = digits
     model = build_keras3_cnn(tf_keras)
-    model.compile(
-        optimizer=tf_keras.optimizers.Adam(3e-3),
-        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(train_x, train_y, epochs=8, batch_size=64, verbose=0)
+    fit_on_digits(tf_keras, model, train_x, train_y, epochs=8)
     path = tmp_path_factory.mktemp("k2") / "cnn.h5"
     model.save(path)
     return path

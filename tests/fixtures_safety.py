@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fixtures_models import fit_on_digits
+
 HOSTILE_LAYER = "dense2"
 OUTLIER_FACTOR = 1000.0
 TIE_FEATURES = 600  # kernel of 1200 values: dynamic range quantizes tensors of >= 1024 elements
@@ -73,12 +75,7 @@ def hostile_model(tmp_path_factory, digits, data_dir) -> ModelCase:
     keras.utils.set_random_seed(0)
     train_x, train_y, test_x, test_y = digits
     model = build_mlp(keras)
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(train_x, train_y, epochs=15, batch_size=64, verbose=0)
+    fit_on_digits(keras, model, train_x, train_y, epochs=15)
     before = model.predict(test_x, verbose=0)
     add_weight_outliers(model, OUTLIER_FACTOR, test_x)
     after = model.predict(test_x, verbose=0)
