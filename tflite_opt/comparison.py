@@ -127,6 +127,19 @@ def run_compare(
     return CompareResult(report=report, files=files)
 
 
+def write_reports(report: "Report", output_dir: Path, plot_path: str | Path | None = None) -> None:
+    """``report.json`` and ``report.md`` into ``output_dir`` (atomically), and the trade-off plot if asked for."""
+    from tflite_opt import report as report_mod
+    from tflite_opt.fileio import atomic_write_text
+
+    atomic_write_text(output_dir / "report.json", report_mod.render_text(report, "json"))
+    atomic_write_text(output_dir / "report.md", report_mod.render_text(report, "markdown"))
+    if plot_path:
+        from tflite_opt.plotting import plot_tradeoff
+
+        plot_tradeoff(report, plot_path)
+
+
 def _add_training_rows(model, training: TrainingRows, representative, io_type, add, progress) -> None:
     """QAT, pruning and clustering rows, each fine-tuned from the same source model (which stays unchanged)."""
     from tflite_opt import training as tfmot_training

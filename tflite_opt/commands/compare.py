@@ -62,8 +62,7 @@ def command(model, data, output_dir, modes, signature, input_shape, trust_model,
           --qat --prune 0.5 --cluster 16 --max-accuracy-drop 0.02 --plot out/tradeoff.png
     """
     from tflite_opt import comparison, models
-    from tflite_opt import report as report_mod
-    from tflite_opt.fileio import atomic_write_text, ensure_distinct
+    from tflite_opt.fileio import ensure_distinct
     from tflite_opt.modes import Mode
     from tflite_opt.representative_data import load_data
 
@@ -111,12 +110,7 @@ def command(model, data, output_dir, modes, signature, input_shape, trust_model,
         training=training, gates=gate_list, progress=progress,
     )
     report = result.report
-    atomic_write_text(out_dir / "report.json", report_mod.render_text(report, "json"))
-    atomic_write_text(out_dir / "report.md", report_mod.render_text(report, "markdown"))
-    if plot_path:
-        from tflite_opt.plotting import plot_tradeoff
-
-        plot_tradeoff(report, plot_path)
+    comparison.write_reports(report, out_dir, plot_path)
     _common.emit_report(report, format_)
     progress.info(f"Wrote {len(result.files)} .tflite files, report.json and report.md to {out_dir}")
     _common.finish(report)

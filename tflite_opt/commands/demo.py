@@ -33,9 +33,7 @@ def command(output_dir, epochs, with_training, threads, runs, plot):
       tflite-opt demo --output-dir /tmp/demo --with-training
     """
     from tflite_opt import comparison, models
-    from tflite_opt import report as report_mod
     from tflite_opt.demo import prepare_demo
-    from tflite_opt.fileio import atomic_write_text
     from tflite_opt.representative_data import load_data
 
     out_dir = Path(output_dir)
@@ -56,12 +54,7 @@ def command(output_dir, epochs, with_training, threads, runs, plot):
         training=training, progress=progress,
     )
     report = result.report
-    atomic_write_text(out_dir / "report.json", report_mod.render_text(report, "json"))
-    atomic_write_text(out_dir / "report.md", report_mod.render_text(report, "markdown"))
-    if plot:
-        from tflite_opt.plotting import plot_tradeoff
-
-        plot_tradeoff(report, out_dir / "tradeoff.png")
+    comparison.write_reports(report, out_dir, out_dir / "tradeoff.png" if plot else None)
     _common.emit_report(report, "table")
     progress.info(f"Files and reports in {out_dir}/ (report.json, report.md"
                   + (", tradeoff.png)" if plot else ")"))
