@@ -10,8 +10,6 @@ from tflite_opt.commands import _common
 from tflite_opt.commands.inspect import print_renderable
 from tflite_opt.representative_data.dataset import PREPROCESS_CHOICES
 
-MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
-
 
 def _check_data(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None and value != "random" and not Path(value).exists():
@@ -20,8 +18,14 @@ def _check_data(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 def _is_model(value: str) -> bool:
-    path = Path(value)
-    return path.is_dir() or path.suffix.lower() in MODEL_SUFFIXES
+    """A Keras file or SavedModel rather than a .tflite (read from the file, without TensorFlow)."""
+    from tflite_opt.errors import ModelLoadError
+    from tflite_opt.models import ModelKind, detect_kind
+
+    try:
+        return detect_kind(value) != ModelKind.TFLITE
+    except ModelLoadError:  # not a model either: measured (and reported) like any broken .tflite
+        return False
 
 
 def _reference_from_model(reference: str, progress) -> bytes:
