@@ -32,6 +32,7 @@ def _convert(model, mode: str, calibration: np.ndarray) -> bytes:
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if mode == "int8":
+
         def representative():
             for i in range(len(calibration)):
                 yield [calibration[i : i + 1]]

@@ -31,9 +31,17 @@ def benchmark_tool() -> Path:
 
 def theirs(path: Path, threads: int, runs: int, warmup: int) -> float:
     process = subprocess.run(
-        [sys.executable, str(benchmark_tool()), f"--model={path}", f"--num_threads={threads}",
-         f"--num_runs={runs}", f"--warmup_runs={warmup}"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(benchmark_tool()),
+            f"--model={path}",
+            f"--num_threads={threads}",
+            f"--num_runs={runs}",
+            f"--warmup_runs={warmup}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     match = re.search(r"Inference \(median\):\s+([0-9.]+) ms", process.stdout)
     if not match:
@@ -43,9 +51,21 @@ def theirs(path: Path, threads: int, runs: int, warmup: int) -> float:
 
 def ours(path: Path, threads: int, runs: int, warmup: int) -> float:
     process = subprocess.run(
-        [sys.executable, "-m", "tflite_opt", "-q", "evaluate", str(path), f"--threads={threads}",
-         f"--runs={runs}", f"--warmup={warmup}", "--format=json"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "tflite_opt",
+            "-q",
+            "evaluate",
+            str(path),
+            f"--threads={threads}",
+            f"--runs={runs}",
+            f"--warmup={warmup}",
+            "--format=json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return float(json.loads(process.stdout)["variants"][0]["latency_ms"]["median"])
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._models import load_note, digits_data, model_files, table  # noqa: E402
+from benchmarks._models import digits_data, load_note, model_files, table  # noqa: E402
 
 HEAVY = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization")
 RECORD = """

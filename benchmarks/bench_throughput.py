@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._models import load_note, digits_data, model_files, table  # noqa: E402
+from benchmarks._models import digits_data, load_note, model_files, table  # noqa: E402
 
 
 def tutorial_loop(path: Path, samples: np.ndarray) -> np.ndarray:
@@ -45,7 +45,7 @@ def tutorial_loop(path: Path, samples: np.ndarray) -> np.ndarray:
 
 
 def ours(path: Path, samples: np.ndarray, labels: np.ndarray | None) -> float | None:
-    from tflite_opt.evaluation import EvaluationOptions, VariantSource, evaluate_variants
+    from tflite_opt.measure.evaluation import EvaluationOptions, VariantSource, evaluate_variants
     from tflite_opt.representative_data import Dataset
 
     run = evaluate_variants(
@@ -61,7 +61,7 @@ def ours(path: Path, samples: np.ndarray, labels: np.ndarray | None) -> float | 
 
 def inference_only(path: Path, samples: np.ndarray) -> np.ndarray:
     """Our inference loop alone (batched, one interpreter per core) plus top-1: what the tutorial loop does."""
-    from tflite_opt.evaluation import run_dataset, top1
+    from tflite_opt.measure.evaluation import run_dataset, top1
     from tflite_opt.representative_data import Dataset
 
     content = path.read_bytes()
@@ -70,7 +70,7 @@ def inference_only(path: Path, samples: np.ndarray) -> np.ndarray:
 
 
 def _input_name(path: Path) -> str:
-    from tflite_opt.runtime import load_signature
+    from tflite_opt.measure.runtime import load_signature
 
     return load_signature(path.read_bytes()).inputs[0].name
 
@@ -97,16 +97,16 @@ def main() -> None:
             cases.append((path, None, None))
     else:
         x, y = digits_data()
-        for mode, path in model_files("digits_cnn").items():
+        for path in model_files("digits_cnn").values():
             cases.append((path, x, y))
         mobile = np.random.default_rng(0).random((args.samples, 96, 96, 3), dtype=np.float32)
-        for mode, path in model_files("mobilenet_v2").items():
+        for path in model_files("mobilenet_v2").values():
             cases.append((path, mobile, None))
 
     rows = []
     for path, samples, labels in cases:
         if samples is None:
-            from tflite_opt.runtime import load_signature
+            from tflite_opt.measure.runtime import load_signature
 
             spec = load_signature(path.read_bytes()).data_specs[0]
             shape = [args.samples] + [d or 1 for d in spec.shape[1:]]
@@ -124,16 +124,24 @@ def main() -> None:
             got = ours(path, samples, labels)
             assert abs(expected - got) <= 2 / len(labels), (expected, got)
         n = len(samples)
-        rows.append([
-            path.name, str(n), f"{n / baseline:,.0f}", f"{n / inference:,.0f}", f"{n / fast:,.0f}",
-            f"{baseline / inference:.2f}x", f"{baseline / fast:.2f}x",
-        ])
+        rows.append(
+            [
+                path.name,
+                str(n),
+                f"{n / baseline:,.0f}",
+                f"{n / inference:,.0f}",
+                f"{n / fast:,.0f}",
+                f"{baseline / inference:.2f}x",
+                f"{baseline / fast:.2f}x",
+            ]
+        )
     print(f"evaluation throughput in samples/s, {os.cpu_count()} CPU cores, best of {args.repeat}")
     print(load_note())
     print("  inference = our batched multi-interpreter loop + top-1 (what the tutorial loop does);")
     print("  evaluate  = the whole evaluate path (also sha256, gzip size, flatbuffer inspection, metrics)")
-    print(table(["file", "samples", "tutorial loop", "inference", "evaluate", "ratio inference",
-                 "ratio evaluate"], rows))
+    print(
+        table(["file", "samples", "tutorial loop", "inference", "evaluate", "ratio inference", "ratio evaluate"], rows)
+    )
 
 
 if __name__ == "__main__":

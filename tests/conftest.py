@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-# One process runs every test: tfmot needs tf_keras, which TF_USE_LEGACY_KERAS must select before TensorFlow's
-# first import (the CLI sets it the same way on the paths that need it).
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# No TF_USE_LEGACY_KERAS here: tests see the import order the CLI has. Fixtures that build tf_keras models
+# import tf_keras explicitly; tests where the order matters run the CLI in a fresh process
+# (tests/test_import_order.py).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 

@@ -1,6 +1,6 @@
 """.tflite files for the evaluation/inspection tests, converted once per session straight with TFLiteConverter.
 
-These do not go through ``tflite_opt.conversion`` on purpose: the evaluation engine is tested against files made
+These do not go through ``tflite_opt.quantize.conversion`` on purpose: the evaluation engine is tested against files made
 the way the TensorFlow Lite guides make them.
 """
 

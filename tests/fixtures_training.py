@@ -26,9 +26,7 @@ def interpreter(path: Path, *, delegates: bool = True):
     """A LiteRT interpreter for ``path`` (with the default XNNPACK delegate unless ``delegates=False``)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    kwargs = {} if delegates else {
-        "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    }
+    kwargs = {} if delegates else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
     model = Interpreter(model_content=Path(path).read_bytes(), **kwargs)
     model.allocate_tensors()
     return model
@@ -38,8 +36,8 @@ def tflite_predict(path: Path, x: np.ndarray) -> np.ndarray:
     """Class scores of a one-input, one-output .tflite for every sample (quantizing int I/O)."""
     model = interpreter(path)
     runner = model.get_signature_runner()
-    (in_name, in_detail), = runner.get_input_details().items()
-    (out_name, out_detail), = runner.get_output_details().items()
+    ((in_name, in_detail),) = runner.get_input_details().items()
+    ((out_name, out_detail),) = runner.get_output_details().items()
     scores = []
     for sample in x:
         feed = sample[None].astype(np.float32)
@@ -87,7 +85,8 @@ def tflite_weight_tensors(path: Path, min_size: int = 100) -> dict[str, np.ndarr
 
     flatbuffer = schema.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
     constant = [
-        index for index, tensor in enumerate(flatbuffer.subgraphs[0].tensors)
+        index
+        for index, tensor in enumerate(flatbuffer.subgraphs[0].tensors)
         if flatbuffer.buffers[tensor.buffer].data is not None and len(flatbuffer.buffers[tensor.buffer].data) > 0
     ]
     model = interpreter(path, delegates=False)
@@ -106,7 +105,8 @@ def densified_weights(path: Path) -> list[np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     model = Interpreter(
-        model_content=Path(path).read_bytes(), experimental_preserve_all_tensors=True,
+        model_content=Path(path).read_bytes(),
+        experimental_preserve_all_tensors=True,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )
     model.allocate_tensors()
@@ -145,8 +145,19 @@ def pruned_run(tmp_path_factory, tf_keras_cnn_h5, data_dir) -> CliRun:
     folder = tmp_path_factory.mktemp("pruned")
     outputs = {"tflite": folder / "pruned.tflite", "keras": folder / "pruned.keras"}
     return run_json(
-        "prune", tf_keras_cnn_h5, "--train-data", data_dir / "train.npz", "--sparsity", "0.8", "--epochs", "2",
-        "-o", outputs["tflite"], "-o", outputs["keras"], outputs=outputs,
+        "prune",
+        tf_keras_cnn_h5,
+        "--train-data",
+        data_dir / "train.npz",
+        "--sparsity",
+        "0.8",
+        "--epochs",
+        "2",
+        "-o",
+        outputs["tflite"],
+        "-o",
+        outputs["keras"],
+        outputs=outputs,
     )
 
 
@@ -163,8 +174,17 @@ def fp32_baseline(tmp_path_factory, tf_keras_cnn_h5) -> Path:
 def qat_run(tmp_path_factory, tf_keras_cnn_h5, data_dir) -> CliRun:
     """``qat`` of the tf_keras CNN to an integer-only int8 .tflite (1 epoch)."""
     out = tmp_path_factory.mktemp("qat") / "qat.tflite"
-    return run_json("qat", tf_keras_cnn_h5, "--train-data", data_dir / "train.npz", "--epochs", "1", "-o", out,
-                    outputs={"tflite": out})
+    return run_json(
+        "qat",
+        tf_keras_cnn_h5,
+        "--train-data",
+        data_dir / "train.npz",
+        "--epochs",
+        "1",
+        "-o",
+        out,
+        outputs={"tflite": out},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -173,8 +193,19 @@ def cluster_run(tmp_path_factory, tf_keras_cnn_h5, data_dir) -> CliRun:
     folder = tmp_path_factory.mktemp("cluster")
     outputs = {"tflite": folder / "clustered.tflite", "keras": folder / "clustered.keras"}
     return run_json(
-        "cluster", tf_keras_cnn_h5, "--train-data", data_dir / "train.npz", "--clusters", "16", "--epochs", "1",
-        "-o", outputs["tflite"], "-o", outputs["keras"], outputs=outputs,
+        "cluster",
+        tf_keras_cnn_h5,
+        "--train-data",
+        data_dir / "train.npz",
+        "--clusters",
+        "16",
+        "--epochs",
+        "1",
+        "-o",
+        outputs["tflite"],
+        "-o",
+        outputs["keras"],
+        outputs=outputs,
     )
 
 

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from tflite_opt.cli import cli
-from tflite_opt.latency import LatencyStats
+from tflite_opt.measure.latency import LatencyStats
 from tflite_opt.modes import Mode
-from tflite_opt.report import VariantResult
-from tflite_opt.search import Budget, Trial, choose
+from tflite_opt.quantize.search import Budget, Trial, choose
+from tflite_opt.reporting.report import VariantResult
 
 FAST = ("--runs", "5", "--warmup", "1")
 
@@ -32,8 +32,8 @@ def load_interpreter(path):
 
 @pytest.mark.slow
 def test_auto_keeps_the_outlier_layer_in_float_and_reports_every_trial(hostile_model, tmp_path, monkeypatch):
-    from tflite_opt import conversion
     from tflite_opt.errors import ConversionError
+    from tflite_opt.quantize import conversion
 
     convert = conversion.convert
 
@@ -45,12 +45,30 @@ def test_auto_keeps_the_outlier_layer_in_float_and_reports_every_trial(hostile_m
     # A trial that fails is reported with its error; the search goes on and still succeeds.
     monkeypatch.setattr(conversion, "convert", dynamic_fails)
     out, report_path, trials = tmp_path / "auto.tflite", tmp_path / "auto.json", tmp_path / "trials"
-    result = run("auto", hostile_model.path, "--data", hostile_model.test_data, "--representative-data",
-                 hostile_model.calib_data, "--max-accuracy-drop", "0.01", "-o", out, "--report", report_path,
-                 "--trials-dir", trials, *FAST)
+    result = run(
+        "auto",
+        hostile_model.path,
+        "--data",
+        hostile_model.test_data,
+        "--representative-data",
+        hostile_model.calib_data,
+        "--max-accuracy-drop",
+        "0.01",
+        "-o",
+        out,
+        "--report",
+        report_path,
+        "--trials-dir",
+        trials,
+        "--skip",
+        "equalize",
+        "--skip",
+        "int4",
+        *FAST,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
-    assert report["schema_version"] == 1 and report["reference"] == "fp32" and report["passed"] is True
+    assert report["schema_version"] == 2 and report["reference"] == "fp32" and report["passed"] is True
     variants = {v["name"]: v for v in report["variants"]}
     names = [v["name"] for v in report["variants"]]
     # fp32 reference, int8 (fails), int8 + dense2 in float (passes: no more float layers), then the other modes.
@@ -67,8 +85,14 @@ def test_auto_keeps_the_outlier_layer_in_float_and_reports_every_trial(hostile_m
     within = [v for v in report["variants"][1:] if v["accuracy_delta"] is not None and v["accuracy_delta"] >= -0.01]
     assert min(within, key=lambda v: v["size_bytes"])["name"] == "int8+float:dense2"
     assert report["gates"] == [
-        {"variant": "int8+float:dense2", "metric": "accuracy_delta", "op": ">=", "limit": -0.01,
-         "value": kept["accuracy_delta"], "passed": True}
+        {
+            "variant": "int8+float:dense2",
+            "metric": "accuracy_delta",
+            "op": ">=",
+            "limit": -0.01,
+            "value": kept["accuracy_delta"],
+            "passed": True,
+        }
     ]
     # OUT is that trial's file, byte for byte, and runs.
     assert kept["path"] == str(out)
@@ -83,9 +107,22 @@ def test_auto_keeps_the_outlier_layer_in_float_and_reports_every_trial(hostile_m
 @pytest.mark.slow
 def test_auto_returns_full_int8_after_one_trial_on_a_well_behaved_model(keras3_cnn_path, data_dir, tmp_path):
     out = tmp_path / "cnn.tflite"
-    result = run("auto", keras3_cnn_path, "--data", data_dir / "test.npz", "--representative-data",
-                 data_dir / "calib.npz", "--max-accuracy-drop", "0.01", "-o", out, "--format", "json", *FAST,
-                 quiet=False)
+    result = run(
+        "auto",
+        keras3_cnn_path,
+        "--data",
+        data_dir / "test.npz",
+        "--representative-data",
+        data_dir / "calib.npz",
+        "--max-accuracy-drop",
+        "0.01",
+        "-o",
+        out,
+        "--format",
+        "json",
+        *FAST,
+        quiet=False,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)  # status messages go to stderr, stdout stays JSON
     assert [v["name"] for v in report["variants"]] == ["fp32", "int8"]
@@ -102,15 +139,32 @@ def test_auto_returns_full_int8_after_one_trial_on_a_well_behaved_model(keras3_c
 @pytest.mark.slow
 def test_auto_with_an_impossible_budget_writes_the_report_and_exits_3(tie_model, tmp_path):
     out, report_path = tmp_path / "never.tflite", tmp_path / "report.json"
-    result = run("auto", tie_model.path, "--data", tie_model.test_data, "--representative-data",
-                 tie_model.calib_data, "--max-accuracy-drop", "0", "-o", out, "--report", report_path, *FAST)
+    result = run(
+        "auto",
+        tie_model.path,
+        "--data",
+        tie_model.test_data,
+        "--representative-data",
+        tie_model.calib_data,
+        "--max-accuracy-drop",
+        "0",
+        "-o",
+        out,
+        "--report",
+        report_path,
+        *FAST,
+        quiet=False,
+    )
     assert result.exit_code == 3, result.output
     assert not out.exists()
-    assert "no variant within the budget after 5 trial(s)" in result.stderr
+    # The ladder (issue #10, #14): int8, the rescue rungs (skipped: one Dense layer has no chain to equalize),
+    # keep-float, int4, int16x8, dynamic, float16.
+    assert "no variant within the budget after 6 trial(s)" in result.stderr
+    assert "int8+equalize skipped: no layer chain could be equalized" in result.stderr
     report = json.loads(report_path.read_text())
     assert report["passed"] is False
     names = [v["name"] for v in report["variants"]]
-    assert names == ["fp32", "int8", "int8+float:tie", "int16x8", "dynamic", "float16"]
+    assert names == ["fp32", "int8", "int8+float:tie", "int4", "int16x8", "dynamic", "float16"]
     assert report["variants"][0]["accuracy"] == 1.0
     for variant in report["variants"][1:]:
         # Every lossy mode, float16 included, flips predictions the float model gets right.
@@ -121,9 +175,23 @@ def test_auto_with_an_impossible_budget_writes_the_report_and_exits_3(tie_model,
 @pytest.mark.slow
 def test_auto_without_labels_uses_min_agreement_and_gates_the_choice(keras3_cnn_path, data_dir, tmp_path):
     out, report_path = tmp_path / "cnn.tflite", tmp_path / "report.csv"
-    result = run("auto", keras3_cnn_path, "--data", data_dir / "calib.npy", "--representative-data",
-                 data_dir / "calib.npz", "--min-agreement", "0.95", "-o", out, "--report", report_path,
-                 "--gate", "size_ratio<=0.01", *FAST)
+    result = run(
+        "auto",
+        keras3_cnn_path,
+        "--data",
+        data_dir / "calib.npy",
+        "--representative-data",
+        data_dir / "calib.npz",
+        "--min-agreement",
+        "0.95",
+        "-o",
+        out,
+        "--report",
+        report_path,
+        "--gate",
+        "size_ratio<=0.01",
+        *FAST,
+    )
     # int8 is chosen on agreement, but the extra gate fails: exit 3 with the file and the report written.
     assert result.exit_code == 3, result.output
     assert "size_ratio <= 0.01" in result.stderr
@@ -148,8 +216,9 @@ def test_auto_without_labels_uses_min_agreement_and_gates_the_choice(keras3_cnn_
 )
 def test_auto_usage_errors_exit_2(keras3_cnn_path, data_dir, tmp_path, extra, message):
     extra = [e.format(test=data_dir / "test.npz", calib=data_dir / "calib.npz") for e in extra]
-    result = run("auto", keras3_cnn_path, "--representative-data", data_dir / "calib.npz", "-o",
-                 tmp_path / "x.tflite", *extra)
+    result = run(
+        "auto", keras3_cnn_path, "--representative-data", data_dir / "calib.npz", "-o", tmp_path / "x.tflite", *extra
+    )
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "x.tflite").exists()
@@ -157,15 +226,28 @@ def test_auto_usage_errors_exit_2(keras3_cnn_path, data_dir, tmp_path, extra, me
 
 @pytest.mark.parametrize(
     "data, message",
-    [("missing.npz", "does not exist"), ("random", "'random' data is not allowed here"),
-     ("bad_shape.npz", "expects samples of shape (8, 8, 1)")],
+    [
+        ("missing.npz", "does not exist"),
+        ("random", "'random' data is not allowed here"),
+        ("bad_shape.npz", "expects samples of shape (8, 8, 1)"),
+    ],
 )
 def test_auto_bad_data_exits_1(keras3_cnn_path, data_dir, tmp_path, data, message):
     if data == "bad_shape.npz":
         np.savez(tmp_path / data, x=np.zeros((4, 8, 8), np.float32), y=np.zeros(4, np.int64))
     path = data if data == "random" else tmp_path / data
-    result = run("auto", keras3_cnn_path, "--data", path, "--representative-data", data_dir / "calib.npz",
-                 "--max-accuracy-drop", "0.01", "-o", tmp_path / "x.tflite")
+    result = run(
+        "auto",
+        keras3_cnn_path,
+        "--data",
+        path,
+        "--representative-data",
+        data_dir / "calib.npz",
+        "--max-accuracy-drop",
+        "0.01",
+        "-o",
+        tmp_path / "x.tflite",
+    )
     assert result.exit_code == 1, result.output
     assert message in result.stderr
     assert "Traceback" not in result.output
@@ -173,9 +255,15 @@ def test_auto_bad_data_exits_1(keras3_cnn_path, data_dir, tmp_path, data, messag
 
 # ------------------------------------------------------------------------------------------- library pieces
 
+
 def trial(name, size, latency, delta, budget=Budget(max_accuracy_drop=0.01)):
-    result = VariantResult(name=name, size_bytes=size, accuracy_delta=delta, agreement=1.0,
-                           latency_ms=LatencyStats(latency, latency, latency, 0.0, latency, 5))
+    result = VariantResult(
+        name=name,
+        size_bytes=size,
+        accuracy_delta=delta,
+        agreement=1.0,
+        latency_ms=LatencyStats(latency, latency, latency, 0.0, latency, 5),
+    )
     within, verdict = budget.check(result)
     return Trial(name, Mode.INT8, (), result, within, verdict, b"")
 
@@ -196,3 +284,37 @@ def test_choose_prefers_the_smallest_and_breaks_size_ties_by_latency():
     assert choose([trial("a", 1000, 0.9, 0.0), trial("b", 1009, 0.5, 0.0)]).name == "b"
     assert choose([trial("a", 1000, 0.9, 0.0), trial("b", 1011, 0.5, 0.0)]).name == "a"
     assert choose([trial("a", 1000, 0.9, -0.5)]) is None
+
+
+@pytest.mark.slow
+def test_auto_rescues_collapsed_int8_with_equalization_and_stays_integer_only(hostile_model, tmp_path):
+    """Issue #10: integer-only candidates come first; equalization rescues the weight-outlier MLP."""
+    out, report_path = tmp_path / "auto.tflite", tmp_path / "auto.json"
+    result = run(
+        "auto",
+        hostile_model.path,
+        "--data",
+        hostile_model.test_data,
+        "--representative-data",
+        hostile_model.calib_data,
+        "--max-accuracy-drop",
+        "0.01",
+        "-o",
+        out,
+        "--report",
+        report_path,
+        *FAST,
+        quiet=False,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    variants = {v["name"]: v for v in report["variants"]}
+    assert [v["name"] for v in report["variants"]][:3] == ["fp32", "int8", "int8+equalize"]
+    assert variants["int8"]["accuracy_delta"] < -0.3
+    rescued = variants["int8+equalize"]
+    assert rescued["accuracy_delta"] >= -0.01 and rescued["transforms"] == ["equalize"]
+    # Integer-only and int8-sized (this MLP on 8x8 inputs has a tiny fan-in: its int8 file is ~0.4x fp32).
+    assert rescued["integer_only"] is True and rescued["size_bytes"] <= variants["int8"]["size_bytes"] * 1.01
+    assert "chosen: int8+equalize" in result.stdout and "search stopped" in result.stderr
+    details = load_interpreter(out).get_input_details()
+    assert details[0]["dtype"] == np.int8

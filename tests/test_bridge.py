@@ -10,7 +10,7 @@ from tflite_opt.errors import DataError, TrainingError
 
 
 def keras3():
-    from tflite_opt import tf_runtime
+    from tflite_opt.models import tf_runtime
 
     tf_runtime.import_tfmot()  # tf_keras first, as the commands do
     return tf_runtime.import_keras3()
@@ -126,7 +126,7 @@ def test_bridge_check_catches_a_wrong_rebuild(monkeypatch, keras3_cnn_path, digi
 
 
 def tf_keras_classifier(activation: str | None, units: int = 3):
-    from tflite_opt import tf_runtime
+    from tflite_opt.models import tf_runtime
 
     tf_keras = tf_runtime.import_tf_keras()
     inputs = tf_keras.Input((4,), name="x")
@@ -146,7 +146,7 @@ def test_loss_follows_the_output_activation(activation, units, binary, from_logi
 
 
 def test_compiled_loss_wins_and_the_flag_wins_over_it():
-    from tflite_opt import tf_runtime
+    from tflite_opt.models import tf_runtime
     from tflite_opt.training.fit import choose_loss
 
     tf_keras = tf_runtime.import_tf_keras()
@@ -171,8 +171,13 @@ def test_prune_model_leaves_the_callers_model_alone_and_checks_data_first(tf_ker
     bad = Dataset({"image": train_x[:64]}, np.full(64, 12), source="bad.npz")
     with pytest.raises(DataError, match=r"label 12 of sample 0 in bad.npz is outside the model's 10 classes"):
         prune_model(source, bad, sparsity=0.5)
-    result = prune_model(source, Dataset({"image": train_x[:256]}, train_y[:256], source="train"), sparsity=0.5,
-                         skip_layers=["logits"], config=FitConfig(epochs=1, val_split=0.0))
+    result = prune_model(
+        source,
+        Dataset({"image": train_x[:256]}, train_y[:256], source="train"),
+        sparsity=0.5,
+        skip_layers=["logits"],
+        config=FitConfig(epochs=1, val_split=0.0),
+    )
     assert all(np.array_equal(a, b) for a, b in zip(before, source.get_weights()))
     rows = {row.layer: row for row in result.per_layer}
     assert not rows["logits"].optimized and rows["logits"].zeros == 0 and result.skipped == ["logits"]

@@ -41,8 +41,21 @@ def test_clustered_tflite_keeps_16_values_gzips_smaller_and_classifies(cluster_r
 
 def test_cluster_a_keras3_model(tmp_path, keras3_cnn_path, data_dir):
     out = tmp_path / "clustered8.keras"
-    run = run_json("cluster", keras3_cnn_path, "--train-data", data_dir / "train.npz", "--clusters", "8",
-                   "--init", "linear", "--epochs", "1", "-o", out, outputs={"keras": out})
+    run = run_json(
+        "cluster",
+        keras3_cnn_path,
+        "--train-data",
+        data_dir / "train.npz",
+        "--clusters",
+        "8",
+        "--init",
+        "linear",
+        "--epochs",
+        "1",
+        "-o",
+        out,
+        outputs={"keras": out},
+    )
     assert run.ok, run.result.output
     assert run.payload["history"]["bridge"]["max_abs_diff"] <= 1e-5
     assert run.payload["files"][0]["written_by"] == "keras3"  # bridged back: the Keras the source came from
@@ -54,6 +67,14 @@ def test_cluster_a_keras3_model(tmp_path, keras3_cnn_path, data_dir):
 
 
 def test_cluster_needs_two_clusters(tmp_path, tf_keras_cnn_h5, data_dir):
-    result = run_cli("cluster", tf_keras_cnn_h5, "--train-data", data_dir / "train.npz", "--clusters", "1",
-                     "-o", tmp_path / "c.tflite")
+    result = run_cli(
+        "cluster",
+        tf_keras_cnn_h5,
+        "--train-data",
+        data_dir / "train.npz",
+        "--clusters",
+        "1",
+        "-o",
+        tmp_path / "c.tflite",
+    )
     assert result.exit_code == 2 and "--clusters" in result.stderr

@@ -29,7 +29,7 @@ def open_tflite(path):
 @pytest.fixture(scope="module")
 def compared(keras3_cnn_path, data_dir, tmp_path_factory):
     """One compare run over all five modes, with its stdout as JSON, shared by the assertions below."""
-    import tflite_opt.models as models
+    import tflite_opt.models.loading as models
 
     out = tmp_path_factory.mktemp("compare") / "out"
     exports = []
@@ -41,9 +41,21 @@ def compared(keras3_cnn_path, data_dir, tmp_path_factory):
 
     models.export_saved_model = counting_export
     try:
-        result = run("compare", keras3_cnn_path, "--data", data_dir / "test.npz", "--representative-data",
-                     data_dir / "calib.npz", "--output-dir", out, "--format", "json", "--plot", out / "plot.png",
-                     *FAST)
+        result = run(
+            "compare",
+            keras3_cnn_path,
+            "--data",
+            data_dir / "test.npz",
+            "--representative-data",
+            data_dir / "calib.npz",
+            "--output-dir",
+            out,
+            "--format",
+            "json",
+            "--plot",
+            out / "plot.png",
+            *FAST,
+        )
     finally:
         models.export_saved_model = original
     return result, out, exports
@@ -83,9 +95,21 @@ def test_compare_exports_the_source_model_once(compared):
 
 def test_compare_gate_failure_exits_3_with_files_written(keras3_cnn_path, data_dir, tmp_path):
     out = tmp_path / "out"
-    result = run("compare", keras3_cnn_path, "--data", data_dir / "test.npz", "--representative-data",
-                 data_dir / "calib.npz", "--output-dir", out, "--modes", "fp32,int8", "--gate", "int8:size_ratio<=0.01",
-                 *FAST)
+    result = run(
+        "compare",
+        keras3_cnn_path,
+        "--data",
+        data_dir / "test.npz",
+        "--representative-data",
+        data_dir / "calib.npz",
+        "--output-dir",
+        out,
+        "--modes",
+        "fp32,int8",
+        "--gate",
+        "int8:size_ratio<=0.01",
+        *FAST,
+    )
     assert result.exit_code == 3, result.output
     assert "size_ratio" in result.stderr
     report = json.loads((out / "report.json").read_text())
@@ -125,7 +149,7 @@ def test_failed_variant_is_reported_and_others_measured(sin_savedmodel, tmp_path
     report = json.loads((out / "report.json").read_text())
     by_name = {v["name"]: v for v in report["variants"]}
     assert by_name["int8"]["error"] and "SIN" in by_name["int8"]["error"]
-    assert by_name["int8"]["size_bytes"] is None or by_name["int8"]["size_bytes"] == 0
+    assert by_name["int8"]["size_bytes"] == 0
     assert not (out / "int8.tflite").exists()
     assert by_name["float16"]["error"] is None and by_name["float16"]["accuracy"] is not None
     assert by_name["float16"]["latency_ms"]["runs"] == 3
@@ -135,9 +159,24 @@ def test_failed_variant_is_reported_and_others_measured(sin_savedmodel, tmp_path
 def test_compare_with_training_rows(keras3_cnn_path, data_dir, tmp_path):
     """Issue: `compare --train-data ... --qat --prune 0.5` shows those rows in the table and in report.json."""
     out = tmp_path / "out"
-    result = run("compare", keras3_cnn_path, "--data", data_dir / "test.npz", "--output-dir", out,
-                 "--modes", "fp32,int8", "--train-data", data_dir / "train.npz", "--qat", "--prune", "0.5",
-                 "--epochs", "1", *FAST)
+    result = run(
+        "compare",
+        keras3_cnn_path,
+        "--data",
+        data_dir / "test.npz",
+        "--output-dir",
+        out,
+        "--modes",
+        "fp32,int8",
+        "--train-data",
+        data_dir / "train.npz",
+        "--qat",
+        "--prune",
+        "0.5",
+        "--epochs",
+        "1",
+        *FAST,
+    )
     assert result.exit_code == 0, result.output
     assert "qat_int8" in result.stdout and "pruned_50" in result.stdout
     report = json.loads((out / "report.json").read_text())
@@ -157,14 +196,65 @@ def test_training_rows_need_train_data(keras3_cnn_path, data_dir, tmp_path):
 
 
 def test_unknown_mode_is_a_usage_error(keras3_cnn_path, data_dir, tmp_path):
-    result = run("compare", keras3_cnn_path, "--data", data_dir / "test.npz", "--output-dir", tmp_path / "o",
-                 "--modes", "fp32,int4")
+    result = run(
+        "compare",
+        keras3_cnn_path,
+        "--data",
+        data_dir / "test.npz",
+        "--output-dir",
+        tmp_path / "o",
+        "--modes",
+        "fp32,int3",
+    )
     assert result.exit_code == 2
-    assert "int4" in result.stderr
+    assert "int3" in result.stderr
 
 
 def test_calibrating_on_evaluation_data_warns(keras3_cnn_path, data_dir, tmp_path):
-    result = CliRunner().invoke(cli, ["compare", str(keras3_cnn_path), "--data", str(data_dir / "test.npz"),
-                                      "--output-dir", str(tmp_path / "o"), "--modes", "int8", *FAST])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "compare",
+            str(keras3_cnn_path),
+            "--data",
+            str(data_dir / "test.npz"),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--modes",
+            "int8",
+            *FAST,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "calibrating on the evaluation data" in result.stderr
+
+
+@pytest.mark.slow
+def test_compare_puts_both_backends_in_one_table(keras3_cnn_path, data_dir, tmp_path):
+    """Issue #14: converter and LiteRT Quantizer rows side by side, ``backend`` in report.json (schema 2)."""
+    out = tmp_path / "out"
+    result = run(
+        "compare",
+        keras3_cnn_path,
+        "--data",
+        data_dir / "test.npz",
+        "--representative-data",
+        data_dir / "calib.npz",
+        "--output-dir",
+        out,
+        "--modes",
+        "fp32,int8,quantizer:int8,int4",
+        "--format",
+        "json",
+        *FAST,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema_version"] == 2
+    by_name = {v["name"]: v for v in report["variants"]}
+    assert list(by_name) == ["fp32", "int8", "int8_quantizer", "int4"]
+    assert [v["backend"] for v in by_name.values()] == ["converter", "converter", "quantizer", "quantizer"]
+    assert by_name["int8_quantizer"]["integer_only"] is True and by_name["int4"]["mode"] == "int4"
+    assert by_name["int4"]["size_ratio"] <= 0.25 and by_name["int4"]["accuracy_delta"] >= -0.02
+    assert abs(by_name["int8_quantizer"]["accuracy_delta"] - by_name["int8"]["accuracy_delta"]) <= 0.01
+    assert json.loads(result.stdout)["variants"][3]["backend"] == "quantizer"

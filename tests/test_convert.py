@@ -78,24 +78,41 @@ def test_cnn_converts_in_all_five_modes(request, model_fixture, data_dir, tmp_pa
 
     # int8 is integer-only with int8 I/O by default; dynamic keeps float I/O with int8 weights;
     # float16 stores its weights as float16.
-    assert io_dtypes(tmp_path / "int8.tflite") == ({"image": "int8"}, {"output_0" if model_fixture == "keras3_cnn_path" else "logits": "int8"})
+    assert io_dtypes(tmp_path / "int8.tflite") == (
+        {"image": "int8"},
+        {"output_0" if model_fixture == "keras3_cnn_path" else "logits": "int8"},
+    )
     assert io_dtypes(tmp_path / "dynamic.tflite")[0] == {"image": "float32"}
     assert "int8" in constant_dtypes(tmp_path / "dynamic.tflite")
     assert "float16" in constant_dtypes(tmp_path / "float16.tflite")
     assert "float32" not in constant_dtypes(tmp_path / "int8.tflite")
-    from tflite_opt.conversion import float_op_names
+    from tflite_opt.quantize.conversion import float_op_names
 
     assert float_op_names((tmp_path / "int8.tflite").read_bytes()) == []
     _, _, test_x, _ = digits
     for mode in MODES:
-        assert_runs(tmp_path / f"{mode}.tflite", {"image": test_x[:1]} if mode != "int8" else
-                    {"image": np.zeros((1, 8, 8, 1), np.int8)})
+        assert_runs(
+            tmp_path / f"{mode}.tflite",
+            {"image": test_x[:1]} if mode != "int8" else {"image": np.zeros((1, 8, 8, 1), np.int8)},
+        )
 
 
 def test_int8_with_float_io(keras3_cnn_path, data_dir, tmp_path):
     out = tmp_path / "int8_float_io.tflite"
-    result = run("convert", keras3_cnn_path, "-o", out, "--mode", "int8", "--representative-data",
-                 data_dir / "calib.npy", "--io-type", "float32", "--num-samples", 50)
+    result = run(
+        "convert",
+        keras3_cnn_path,
+        "-o",
+        out,
+        "--mode",
+        "int8",
+        "--representative-data",
+        data_dir / "calib.npy",
+        "--io-type",
+        "float32",
+        "--num-samples",
+        50,
+    )
     assert result.exit_code == 0, result.output
     ins, outs = io_dtypes(out)
     assert ins == {"image": "float32"} and list(outs.values()) == ["float32"]
@@ -108,8 +125,12 @@ def test_int8_accuracy_close_to_float(keras3_cnn_path, data_dir, tmp_path, digit
     _, _, test_x, test_y = digits
     float_acc = float(np.mean(keras.saving.load_model(keras3_cnn_path).predict(test_x, verbose=0).argmax(1) == test_y))
     out = tmp_path / "int8.tflite"
-    assert run("convert", keras3_cnn_path, "-o", out, "--mode", "int8", "--representative-data",
-               data_dir / "calib.npz").exit_code == 0
+    assert (
+        run(
+            "convert", keras3_cnn_path, "-o", out, "--mode", "int8", "--representative-data", data_dir / "calib.npz"
+        ).exit_code
+        == 0
+    )
     runner = interpreter_for(out).get_signature_runner()
     scale, zero = runner.get_input_details()["image"]["quantization"]
     q = np.clip(np.round(test_x / scale + zero), -128, 127).astype(np.int8)
@@ -127,8 +148,9 @@ def test_two_input_two_output_savedmodel(two_io_savedmodel, tmp_path):
     ins, outs = io_dtypes(tmp_path / "int8.tflite")
     assert ins == {"image": "int8", "meta": "int8"}
     assert outs == {"digit": "int8", "parity": "int8"}
-    outputs = assert_runs(tmp_path / "fp32.tflite", {"image": np.zeros((1, 8, 8, 1), np.float32),
-                                                      "meta": np.zeros((1, 4), np.float32)})
+    outputs = assert_runs(
+        tmp_path / "fp32.tflite", {"image": np.zeros((1, 8, 8, 1), np.float32), "meta": np.zeros((1, 4), np.float32)}
+    )
     assert outputs["digit"].shape == (1, 10) and outputs["parity"].shape == (1, 2)
 
 
@@ -277,8 +299,18 @@ def test_input_shape_fixes_a_dynamic_axis(tmp_path):
     calib = tmp_path / "calib.npy"
     np.save(calib, np.random.default_rng(0).random((8, 16, 16, 3), dtype=np.float32))
     out = tmp_path / "o.tflite"
-    result = run("convert", model_path, "-o", out, "--mode", "int8", "--representative-data", calib,
-                 "--input-shape", "image=1,16,16,3")
+    result = run(
+        "convert",
+        model_path,
+        "-o",
+        out,
+        "--mode",
+        "int8",
+        "--representative-data",
+        calib,
+        "--input-shape",
+        "image=1,16,16,3",
+    )
     assert result.exit_code == 0, result.output
     details = interpreter_for(out).get_signature_runner().get_input_details()["image"]
     assert list(details["shape"]) == [1, 16, 16, 3]
@@ -289,7 +321,96 @@ def test_input_shape_fixes_a_dynamic_axis(tmp_path):
 
 def test_random_representative_data_warns(keras3_cnn_path, tmp_path):
     out = tmp_path / "o.tflite"
-    result = CliRunner().invoke(cli, ["convert", str(keras3_cnn_path), "-o", str(out), "--mode", "int8",
-                                      "--representative-data", "random", "--num-samples", "20"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "convert",
+            str(keras3_cnn_path),
+            "-o",
+            str(out),
+            "--mode",
+            "int8",
+            "--representative-data",
+            "random",
+            "--num-samples",
+            "20",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "meaningless" in result.stderr
+
+
+# ---- --backend and --granularity (SPEC §2, §7) ------------------------------------------------------------------
+
+
+def weight_scale_counts(path):
+    """Number of scales of each CONV_2D/FULLY_CONNECTED weight (1 = per-tensor)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    counts = []
+    for op in model.subgraphs[0].operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if names[max(code.builtinCode, code.deprecatedBuiltinCode)] in ("CONV_2D", "FULLY_CONNECTED"):
+            counts.append(len(model.subgraphs[0].tensors[op.inputs[1]].quantization.scale))
+    return counts
+
+
+def test_converter_int8_per_tensor(keras3_cnn_path, data_dir, tmp_path, digits):
+    per_channel, per_tensor = tmp_path / "channel.tflite", tmp_path / "tensor.tflite"
+    common = ["--mode", "int8", "--representative-data", data_dir / "calib.npz", "--num-samples", 100]
+    assert run("convert", keras3_cnn_path, "-o", per_channel, *common).exit_code == 0
+    result = run("convert", keras3_cnn_path, "-o", per_tensor, *common, "--granularity", "tensor")
+    assert result.exit_code == 0, result.output
+    assert "(LiteRT Quantizer)" not in result.stdout
+    assert weight_scale_counts(per_channel) == [16, 32, 64, 10]
+    assert weight_scale_counts(per_tensor) == [1, 1, 1, 1]
+    from tflite_opt.quantize.conversion import float_op_names
+
+    assert float_op_names(per_tensor.read_bytes()) == []
+    assert io_dtypes(per_tensor)[0] == {"image": "int8"}
+    _, _, test_x, test_y = digits
+    runner = interpreter_for(per_tensor).get_signature_runner()
+    scale, zero = runner.get_input_details()["image"]["quantization"]
+    q = np.clip(np.round(test_x / scale + zero), -128, 127).astype(np.int8)
+    logits = np.concatenate([next(iter(runner(image=q[i : i + 1]).values())) for i in range(len(q))])
+    assert float(np.mean(logits.argmax(1) == test_y)) > 0.9
+
+
+def test_int4_on_the_converter_is_a_usage_error_naming_the_quantizer(keras3_cnn_path, tmp_path):
+    out = tmp_path / "o.tflite"
+    result = run("convert", keras3_cnn_path, "-o", out, "--mode", "int4", "--backend", "converter")
+    assert_failed(result, 2, "--mode int4 is made by the LiteRT Quantizer (--backend quantizer)", out=out)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mode", "dynamic", "--granularity", "tensor"], "--granularity tensor with the converter applies to int8"),
+        (
+            ["--mode", "int8", "--granularity", "block32", "--representative-data", "random"],
+            "--granularity block32 with the converter applies to int8 (tensor) only",
+        ),
+        (["--recipe", "r.json"], "--algorithm and --recipe are LiteRT Quantizer options"),
+    ],
+)
+def test_quantizer_flags_on_the_converter_are_usage_errors(keras3_cnn_path, tmp_path, args, message):
+    out = tmp_path / "o.tflite"
+    assert_failed(run("convert", keras3_cnn_path, "-o", out, *args), 2, message, out=out)
+
+
+def test_default_backend_is_the_quantizer_for_the_new_modes(keras3_cnn_path, tmp_path):
+    out = tmp_path / "w8.tflite"
+    result = run("convert", keras3_cnn_path, "-o", out, "--mode", "int8-weights")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith(f"-> {out} (LiteRT Quantizer)")
+    assert constant_dtypes(out) == {"float32", "int32", "int8"}
+
+
+def test_converter_backend_for_a_tflite_source_is_refused(keras3_cnn_path, tmp_path):
+    first = tmp_path / "m.tflite"
+    assert run("convert", keras3_cnn_path, "-o", first).exit_code == 0
+    out = tmp_path / "o.tflite"
+    result = run("convert", first, "-o", out, "--mode", "dynamic", "--backend", "converter")
+    assert_failed(result, 1, "already a .tflite file", "--mode dynamic on the converter takes a SavedModel", out=out)

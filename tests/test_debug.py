@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from tflite_opt.cli import cli
-from tflite_opt.debugging import IDEAL_RMSE_SCALE
+from tflite_opt.quantize.debugging import IDEAL_RMSE_SCALE
 
 CNN_LAYERS = {"conv1", "conv2", "pool", "flatten", "dense1", "logits"}
 
@@ -48,8 +48,18 @@ def test_debug_on_a_well_behaved_cnn_flags_nothing_and_names_fused_layers(keras3
     assert "No layer above 0.7" in table.stdout
     assert "conv1 (+bn1, relu1)" in table.stdout  # Conv2D + BatchNorm + ReLU fused into one CONV_2D
 
-    result = run("debug", keras3_cnn_path, "--representative-data", data_dir / "calib.npz", "--format", "csv",
-                 "--threshold", "0.25", "--num-samples", "50")
+    result = run(
+        "debug",
+        keras3_cnn_path,
+        "--representative-data",
+        data_dir / "calib.npz",
+        "--format",
+        "csv",
+        "--threshold",
+        "0.25",
+        "--num-samples",
+        "50",
+    )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert {row["layer"] for row in rows} == CNN_LAYERS
@@ -71,8 +81,7 @@ def test_debug_on_a_well_behaved_cnn_flags_nothing_and_names_fused_layers(keras3
 @pytest.mark.slow
 def test_debug_feeds_a_two_input_savedmodel_by_name_and_its_flags_convert(two_io_savedmodel, tmp_path):
     calib = two_io_savedmodel.parent / "calib.npz"
-    result = run("debug", two_io_savedmodel, "--representative-data", calib, "--format", "json",
-                 "--threshold", "0.01")
+    result = run("debug", two_io_savedmodel, "--representative-data", calib, "--format", "json", "--threshold", "0.01")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     layers = {layer["layer"] for layer in report["layers"]}
@@ -81,10 +90,9 @@ def test_debug_feeds_a_two_input_savedmodel_by_name_and_its_flags_convert(two_io
     assert report["keep_float"], report
     flags = [arg for name in report["keep_float"][:2] for arg in ("--keep-float", name)]
     out = tmp_path / "kept.tflite"
-    converted = run("convert", two_io_savedmodel, "-o", out, "--mode", "int8", "--representative-data", calib,
-                    *flags)
+    converted = run("convert", two_io_savedmodel, "-o", out, "--mode", "int8", "--representative-data", calib, *flags)
     assert converted.exit_code == 0, converted.output
-    from tflite_opt.conversion import float_op_names
+    from tflite_opt.quantize.conversion import float_op_names
 
     assert float_op_names(out.read_bytes())  # what was kept runs in float
 
@@ -121,3 +129,43 @@ def test_debug_rejects_bad_representative_data_with_exit_1(keras3_cnn_path, data
     assert result.exit_code == 1, result.output
     assert message in result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_debug_blames_no_culprit_on_a_well_behaved_cnn(keras3_cnn_path, data_dir):
+    result = run("debug", keras3_cnn_path, "--representative-data", data_dir / "calib.npz", "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    attribution = report["attribution"]
+    assert attribution["healthy"] is True and attribution["culprits"] == [] and attribution["recommended"] is None
+    assert attribution["rows"] and all(row["role"] == "" for row in attribution["rows"])
+    assert attribution["baseline"]["agreement"] >= 0.99 and attribution["baseline"]["sqnr_db"] > 30  # measured 41 dB
+    assert all(row["concentration"] < 20 for row in attribution["rows"])  # no outlier channels anywhere
+    assert report["keep_float"] == [] and report["suggested_flags"] == ""
+    # Bounded: the baseline plus at most two trials for each of at most 2 x 3 candidates.
+    assert len(attribution["rows"]) <= 6 and attribution["trials"] <= 1 + 2 * len(attribution["rows"])
+
+
+@pytest.mark.slow
+def test_debug_impact_ranking_on_weight_outliers_keeps_the_flags_and_names_equalize(hostile_model):
+    table = run("debug", hostile_model.path, "--representative-data", hostile_model.calib_data)
+    assert table.exit_code == 0, table.output
+    text = " ".join(table.stdout.split())  # notes may wrap at the terminal width
+    assert "Impact on the final output" in text
+    assert "Culprit: dense2. Keep in float with (output SQNR" in text and "--keep-float dense2" in text
+    assert "dense2's weights have outlier channels: --equalize rescales dense1 → dense2" in text
+
+    report = json.loads(
+        run(
+            "debug",
+            hostile_model.path,
+            "--representative-data",
+            hostile_model.calib_data,
+            "--format",
+            "json",
+            "--impact-top-k",
+            "0",
+        ).stdout
+    )
+    assert report["attribution"] is None
+    assert report["keep_float"] == ["dense2"]  # without the impact ranking: the flagged layers

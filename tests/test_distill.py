@@ -31,8 +31,13 @@ def table(stdout: str) -> dict[str, dict]:
     for line in stdout.splitlines():
         cells = [cell.strip() for cell in re.split(r"[│┃|]", line) if cell.strip()]
         if len(cells) == 6 and cells[0] in NAMES:
-            rows[cells[0]] = {"parameters": int(cells[1].replace(",", "")), "size": cells[2],
-                              "accuracy": percent(cells[3]), "agreement": percent(cells[4]), "latency": cells[5]}
+            rows[cells[0]] = {
+                "parameters": int(cells[1].replace(",", "")),
+                "size": cells[2],
+                "accuracy": percent(cells[3]),
+                "agreement": percent(cells[4]),
+                "latency": cells[5],
+            }
     return rows
 
 
@@ -49,14 +54,35 @@ def io_dtypes(path):
 def test_distilled_student_beats_scratch_and_ships_integer_only(
     keras3_cnn_path, keras3_student_path, distill_data, tmp_path
 ):
-    from tflite_opt import conversion, models
+    from tflite_opt import models
+    from tflite_opt.quantize import conversion
 
     keras_out, tflite_out, report = tmp_path / "student.keras", tmp_path / "student_int8.tflite", tmp_path / "r.json"
     result = run(
-        "distill", "--teacher", keras3_cnn_path, "--student", keras3_student_path,
-        "--train-data", distill_data / "few_labels.npz", "--transfer-data", distill_data / "transfer.npy",
-        "--val-data", distill_data / "test.npz", "--baseline", "--mode", "int8", "--seed", 0,
-        "-o", keras_out, "-o", tflite_out, "--report", report, "--runs", 5,
+        "distill",
+        "--teacher",
+        keras3_cnn_path,
+        "--student",
+        keras3_student_path,
+        "--train-data",
+        distill_data / "few_labels.npz",
+        "--transfer-data",
+        distill_data / "transfer.npy",
+        "--val-data",
+        distill_data / "test.npz",
+        "--baseline",
+        "--mode",
+        "int8",
+        "--seed",
+        0,
+        "-o",
+        keras_out,
+        "-o",
+        tflite_out,
+        "--report",
+        report,
+        "--runs",
+        5,
     )
     assert result.exit_code == 0, result.output
 
@@ -102,17 +128,32 @@ def test_distilled_student_beats_scratch_and_ships_integer_only(
     assert any(not np.array_equal(a, b) for a, b in zip(untrained, saved.keras_model.get_weights()))
 
 
-def test_tf_keras_teacher_and_student_learn_from_unlabelled_data(tf_keras_cnn_h5, tf_keras_student_path,
-                                                                  distill_data, tmp_path):
+def test_tf_keras_teacher_and_student_learn_from_unlabelled_data(
+    tf_keras_cnn_h5, tf_keras_student_path, distill_data, tmp_path
+):
     from ai_edge_litert.interpreter import Interpreter
 
     from tflite_opt import models
 
     keras_out, tflite_out = tmp_path / "student.h5", tmp_path / "student.tflite"
     result = run(
-        "distill", "--teacher", tf_keras_cnn_h5, "--student", tf_keras_student_path,
-        "--train-data", distill_data / "unlabelled.npy", "--alpha", 0, "--epochs", 2, "--runs", 0,
-        "-o", keras_out, "-o", tflite_out,
+        "distill",
+        "--teacher",
+        tf_keras_cnn_h5,
+        "--student",
+        tf_keras_student_path,
+        "--train-data",
+        distill_data / "unlabelled.npy",
+        "--alpha",
+        0,
+        "--epochs",
+        2,
+        "--runs",
+        0,
+        "-o",
+        keras_out,
+        "-o",
+        tflite_out,
     )
     assert result.exit_code == 0, result.output
     assert "epoch 2/2: loss" in result.stderr
@@ -132,13 +173,28 @@ def test_tf_keras_teacher_and_student_learn_from_unlabelled_data(tf_keras_cnn_h5
     np.testing.assert_allclose(logits, expected, atol=1e-4)
 
 
-def test_savedmodel_probability_teacher_under_mirrored_strategy(softmax_teacher_savedmodel, keras3_cnn_path,
-                                                                keras3_student_path, distill_data, tmp_path):
+def test_savedmodel_probability_teacher_under_mirrored_strategy(
+    softmax_teacher_savedmodel, keras3_cnn_path, keras3_student_path, distill_data, tmp_path
+):
     out = tmp_path / "student.keras"
     result = run(
-        "distill", "--teacher", softmax_teacher_savedmodel, "--student", keras3_student_path,
-        "--train-data", distill_data / "few_labels.npz", "--val-split", 0.2, "--epochs", 1,
-        "--distribute", "mirrored", "--runs", 0, "-o", out,
+        "distill",
+        "--teacher",
+        softmax_teacher_savedmodel,
+        "--student",
+        keras3_student_path,
+        "--train-data",
+        distill_data / "few_labels.npz",
+        "--val-split",
+        0.2,
+        "--epochs",
+        1,
+        "--distribute",
+        "mirrored",
+        "--runs",
+        0,
+        "-o",
+        out,
     )
     assert result.exit_code == 0, result.output
     assert "teacher outputs probabilities" in result.stderr
@@ -153,10 +209,12 @@ def test_savedmodel_probability_teacher_under_mirrored_strategy(softmax_teacher_
     assert table(result.stdout)["teacher"]["parameters"] == keras_teacher.count_params()
 
 
-def test_probability_teacher_gives_the_same_soft_targets_as_its_logits(keras3_cnn_path, softmax_teacher_path,
-                                                                      keras3_student_path, digits):
-    from tflite_opt import distillation, models
+def test_probability_teacher_gives_the_same_soft_targets_as_its_logits(
+    keras3_cnn_path, softmax_teacher_path, keras3_student_path, digits
+):
+    from tflite_opt import models
     from tflite_opt.representative_data import Dataset
+    from tflite_opt.training import distillation
 
     student = models.load_model(keras3_student_path)
     samples = Dataset({"image": digits[2][:64]}, source="test")
@@ -171,7 +229,7 @@ def test_probability_teacher_gives_the_same_soft_targets_as_its_logits(keras3_cn
 
 
 def test_loss_matches_the_formula():
-    from tflite_opt import distillation
+    from tflite_opt.training import distillation
 
     rng = np.random.default_rng(0)
     teacher, student = rng.normal(0, 3, (6, 5)), rng.normal(0, 3, (6, 5))
@@ -200,8 +258,16 @@ def test_loss_matches_the_formula():
 def test_mismatched_output_sizes_name_both_shapes(keras3_cnn_path, five_class_student_path, distill_data, tmp_path):
     out = tmp_path / "student.keras"
     result = run(
-        "-q", "distill", "--teacher", keras3_cnn_path, "--student", five_class_student_path,
-        "--train-data", distill_data / "few_labels.npz", "-o", out,
+        "-q",
+        "distill",
+        "--teacher",
+        keras3_cnn_path,
+        "--student",
+        five_class_student_path,
+        "--train-data",
+        distill_data / "few_labels.npz",
+        "-o",
+        out,
     )
     assert result.exit_code == 1
     assert "teacher outputs (None, 10) but student outputs (None, 5)" in result.stderr
@@ -212,15 +278,34 @@ def test_mismatched_output_sizes_name_both_shapes(keras3_cnn_path, five_class_st
 def test_unlabelled_data_needs_alpha_zero(keras3_cnn_path, keras3_student_path, distill_data, tmp_path):
     out = tmp_path / "student.keras"
     result = run(
-        "-q", "distill", "--teacher", keras3_cnn_path, "--student", keras3_student_path,
-        "--train-data", distill_data / "unlabelled.npy", "-o", out,
+        "-q",
+        "distill",
+        "--teacher",
+        keras3_cnn_path,
+        "--student",
+        keras3_student_path,
+        "--train-data",
+        distill_data / "unlabelled.npy",
+        "-o",
+        out,
     )
     assert result.exit_code == 1
     assert "unlabelled.npy has no labels" in result.stderr and "--alpha 0" in result.stderr
     assert not out.exists()
     baseline = run(
-        "-q", "distill", "--teacher", keras3_cnn_path, "--student", keras3_student_path,
-        "--train-data", distill_data / "unlabelled.npy", "--alpha", 0, "--baseline", "-o", out,
+        "-q",
+        "distill",
+        "--teacher",
+        keras3_cnn_path,
+        "--student",
+        keras3_student_path,
+        "--train-data",
+        distill_data / "unlabelled.npy",
+        "--alpha",
+        0,
+        "--baseline",
+        "-o",
+        out,
     )
     assert baseline.exit_code == 1
     assert "--baseline trains a student on labels alone" in baseline.stderr
@@ -236,16 +321,27 @@ def test_unlabelled_data_needs_alpha_zero(keras3_cnn_path, keras3_student_path, 
 )
 def test_output_scheme_is_checked_before_any_work(outputs, message, keras3_student_path, tmp_path):
     args = [arg for out in outputs for arg in ("-o", tmp_path / out)]
-    result = run("distill", "--teacher", keras3_student_path, "--student", keras3_student_path,
-                 "--train-data", "x.npz", *args)
+    result = run(
+        "distill", "--teacher", keras3_student_path, "--student", keras3_student_path, "--train-data", "x.npz", *args
+    )
     assert result.exit_code == 2
     assert message in result.stderr
 
 
 def test_inputs_are_never_overwritten(keras3_cnn_path, keras3_student_path, distill_data):
     before = keras3_student_path.read_bytes()
-    result = run("-q", "distill", "--teacher", keras3_cnn_path, "--student", keras3_student_path,
-                 "--train-data", distill_data / "few_labels.npz", "-o", keras3_student_path)
+    result = run(
+        "-q",
+        "distill",
+        "--teacher",
+        keras3_cnn_path,
+        "--student",
+        keras3_student_path,
+        "--train-data",
+        distill_data / "few_labels.npz",
+        "-o",
+        keras3_student_path,
+    )
     assert result.exit_code == 1
     assert "would overwrite the input" in result.stderr
     assert keras3_student_path.read_bytes() == before

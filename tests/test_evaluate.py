@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tests.test_report import assert_report_schema
 from tflite_opt.cli import cli
 from tflite_opt.errors import EvaluationError
-from tflite_opt.evaluation import (
+from tflite_opt.measure.evaluation import (
     SQNR_CAP_DB,
     EvaluationOptions,
     VariantSource,
@@ -22,11 +23,10 @@ from tflite_opt.evaluation import (
     topk_accuracy,
     variant_names,
 )
-from tflite_opt.latency import measure_latency, percentile, summarize
+from tflite_opt.measure.latency import measure_latency, percentile, summarize
+from tflite_opt.measure.runtime import ModelRunner, dequantize, interpreter_from_bytes, quantize, read_model_bytes
 from tflite_opt.representative_data import Dataset
-from tflite_opt.runtime import ModelRunner, create_interpreter, dequantize, quantize, read_model_bytes
 from tflite_opt.specs import TensorSpec
-from tests.test_report import assert_report_schema
 
 
 def _evaluate(*args: str):
@@ -45,9 +45,18 @@ def _by_name(doc: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------- the command
 
+
 def test_int8_io_file_matches_its_fp32_source(tflite_files, data_dir, digits):
-    doc = _json(str(tflite_files["fp32"]), str(tflite_files["int8"]), "--data", str(data_dir / "test.npz"),
-                "--runs", "3", "--warmup", "1")
+    doc = _json(
+        str(tflite_files["fp32"]),
+        str(tflite_files["int8"]),
+        "--data",
+        str(data_dir / "test.npz"),
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+    )
     assert_report_schema(doc)
     variants = _by_name(doc)
     fp32, int8 = variants["cnn_fp32"], variants["cnn_int8"]
@@ -65,7 +74,7 @@ def test_accuracy_equals_a_per_sample_reference_loop(tflite_files, digits):
     """The batched, multi-interpreter path gives exactly the tutorials' set_tensor/invoke/get_tensor answer."""
     _, _, test_x, test_y = digits
     content = tflite_files["int8"].read_bytes()
-    interpreter = create_interpreter(content, xnnpack=True)
+    interpreter = interpreter_from_bytes(content, xnnpack=True)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     scale, zero = inp["quantization"]
@@ -98,8 +107,9 @@ def test_fixed_batch_file_is_run_per_sample(tflite_files, data_dir):
     runner = ModelRunner(tflite_files["fixed_batch"].read_bytes())
     assert runner.signature.batch_resizable is False
     assert runner.prepare(64) == 1
-    doc = _json(str(tflite_files["fp32"]), str(tflite_files["fixed_batch"]), "--data",
-                str(data_dir / "test.npz"), "--runs", "0")
+    doc = _json(
+        str(tflite_files["fp32"]), str(tflite_files["fixed_batch"]), "--data", str(data_dir / "test.npz"), "--runs", "0"
+    )
     variants = _by_name(doc)
     assert variants["cnn_fixed_batch"]["accuracy"] == variants["cnn_fp32"]["accuracy"]
     assert variants["cnn_fixed_batch"]["agreement"] == 1.0
@@ -109,8 +119,19 @@ def test_unloadable_file_is_reported_and_the_others_measured(tmp_path, tflite_fi
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
     report_path = tmp_path / "out" / "report.json"
-    result = _evaluate(str(tflite_files["fp32"]), str(junk), str(tflite_files["dynamic"]), "--data",
-                       str(data_dir / "test.npz"), "--runs", "2", "--format", "json", "--report", str(report_path))
+    result = _evaluate(
+        str(tflite_files["fp32"]),
+        str(junk),
+        str(tflite_files["dynamic"]),
+        "--data",
+        str(data_dir / "test.npz"),
+        "--runs",
+        "2",
+        "--format",
+        "json",
+        "--report",
+        str(report_path),
+    )
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
         f"Error: 1 of 3 variants failed — junk: {junk} is not a valid .tflite file (damaged or truncated flatbuffer);"
@@ -130,8 +151,17 @@ def test_unloadable_file_is_reported_and_the_others_measured(tmp_path, tflite_fi
 def test_json_on_stdout_and_nothing_else(tflite_files, data_dir):
     # without -q: progress may be drawn, but only on stderr
     result = CliRunner().invoke(
-        cli, ["evaluate", str(tflite_files["int8"]), "--data", str(data_dir / "test.npz"), "--runs", "2",
-              "--format", "json"],
+        cli,
+        [
+            "evaluate",
+            str(tflite_files["int8"]),
+            "--data",
+            str(data_dir / "test.npz"),
+            "--runs",
+            "2",
+            "--format",
+            "json",
+        ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -143,8 +173,14 @@ def test_csv_and_markdown_formats(tflite_files, data_dir):
     import csv
     import io
 
-    args = [str(tflite_files["fp32"]), str(tflite_files["float16"]), "--data", str(data_dir / "test.npz"),
-            "--runs", "0"]
+    args = [
+        str(tflite_files["fp32"]),
+        str(tflite_files["float16"]),
+        "--data",
+        str(data_dir / "test.npz"),
+        "--runs",
+        "0",
+    ]
     result = _evaluate(*args, "--format", "csv")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
@@ -157,8 +193,9 @@ def test_csv_and_markdown_formats(tflite_files, data_dir):
 
 
 def test_table_output_has_the_docs_columns(tflite_files, data_dir):
-    result = _evaluate(str(tflite_files["fp32"]), str(tflite_files["int8"]), "--data",
-                       str(data_dir / "test.npz"), "--runs", "3")
+    result = _evaluate(
+        str(tflite_files["fp32"]), str(tflite_files["int8"]), "--data", str(data_dir / "test.npz"), "--runs", "3"
+    )
     assert result.exit_code == 0, result.output
     for header in ("variant", "size", "vs ref", "accuracy", "Δ accuracy", "agreement", "latency", "speedup"):
         assert header in result.stdout
@@ -166,20 +203,42 @@ def test_table_output_has_the_docs_columns(tflite_files, data_dir):
 
 
 def test_reference_can_be_another_file(tflite_files, data_dir):
-    doc = _json(str(tflite_files["int8"]), "--reference", str(tflite_files["fp32"]), "--data",
-                str(data_dir / "test.npz"), "--runs", "0")
+    doc = _json(
+        str(tflite_files["int8"]),
+        "--reference",
+        str(tflite_files["fp32"]),
+        "--data",
+        str(data_dir / "test.npz"),
+        "--runs",
+        "0",
+    )
     assert doc["reference"] == "cnn_fp32"
     assert [v["name"] for v in doc["variants"]] == ["cnn_fp32", "cnn_int8"]
-    doc = _json(str(tflite_files["fp32"]), str(tflite_files["int8"]), "--reference", str(tflite_files["int8"]),
-                "--data", str(data_dir / "test.npz"), "--runs", "0")
+    doc = _json(
+        str(tflite_files["fp32"]),
+        str(tflite_files["int8"]),
+        "--reference",
+        str(tflite_files["int8"]),
+        "--data",
+        str(data_dir / "test.npz"),
+        "--runs",
+        "0",
+    )
     assert doc["reference"] == "cnn_int8"
     assert _by_name(doc)["cnn_fp32"]["size_ratio"] > 3
 
 
 def test_keras_reference_is_converted_to_fp32(tflite_files, keras3_cnn_path, data_dir):
     """SPEC §2: --reference FILE_OR_MODEL. A model reference is converted to fp32 in memory and measured."""
-    doc = _json(str(tflite_files["int8"]), "--reference", str(keras3_cnn_path), "--data",
-                str(data_dir / "test.npz"), "--runs", "0")
+    doc = _json(
+        str(tflite_files["int8"]),
+        "--reference",
+        str(keras3_cnn_path),
+        "--data",
+        str(data_dir / "test.npz"),
+        "--runs",
+        "0",
+    )
     assert doc["reference"] == "cnn"
     reference, int8 = doc["variants"]
     assert reference["name"] == "cnn" and reference["mode"] == "fp32" and reference["path"] == str(keras3_cnn_path)
@@ -196,8 +255,14 @@ def test_without_data_only_size_sparsity_latency(tflite_files):
 
 
 def test_unlabelled_data_gives_fidelity_only(tflite_files, data_dir):
-    doc = _json(str(tflite_files["fp32"]), str(tflite_files["int8_float_io"]), "--data",
-                str(data_dir / "calib.npy"), "--runs", "0")
+    doc = _json(
+        str(tflite_files["fp32"]),
+        str(tflite_files["int8_float_io"]),
+        "--data",
+        str(data_dir / "calib.npy"),
+        "--runs",
+        "0",
+    )
     variant = _by_name(doc)["cnn_int8_float_io"]
     assert variant["accuracy"] is None and variant["accuracy_delta"] is None
     assert variant["agreement"] >= 0.9 and variant["sqnr_db"] > 20
@@ -205,23 +270,26 @@ def test_unlabelled_data_gives_fidelity_only(tflite_files, data_dir):
 
 
 def test_random_data_warns_even_when_quiet(tflite_files):
-    result = _evaluate(str(tflite_files["fp32"]), "--data", "random", "--num-samples", "10", "--runs", "0",
-                       "--format", "json")
+    result = _evaluate(
+        str(tflite_files["fp32"]), "--data", "random", "--num-samples", "10", "--runs", "0", "--format", "json"
+    )
     assert result.exit_code == 0, result.output
     assert "random data" in result.stderr and "meaningless" in result.stderr
     assert json.loads(result.stdout)["settings"]["num_samples"] == 10
 
 
 def test_no_xnnpack_and_threads_are_recorded(tflite_files, data_dir):
-    doc = _json(str(tflite_files["fp32"]), "--data", str(data_dir / "test.npz"), "--no-xnnpack",
-                "--threads", "2", "--runs", "2")
+    doc = _json(
+        str(tflite_files["fp32"]), "--data", str(data_dir / "test.npz"), "--no-xnnpack", "--threads", "2", "--runs", "2"
+    )
     assert doc["settings"]["xnnpack"] is False and doc["settings"]["threads"] == 2
     assert doc["variants"][0]["accuracy"] > 0.9
 
 
 def test_two_io_model_matches_outputs_by_name(two_io_tflite):
-    doc = _json(str(two_io_tflite["fp32"]), str(two_io_tflite["int8"]), "--data", str(two_io_tflite["data"]),
-                "--runs", "0")
+    doc = _json(
+        str(two_io_tflite["fp32"]), str(two_io_tflite["int8"]), "--data", str(two_io_tflite["data"]), "--runs", "0"
+    )
     fp32, int8 = _by_name(doc)["two_fp32"], _by_name(doc)["two_int8"]
     assert fp32["accuracy"] > 0.5  # 'digit' (sorts before 'parity') after 3 epochs
     assert abs(int8["accuracy"] - fp32["accuracy"]) <= 0.05
@@ -275,6 +343,7 @@ def test_file_without_signature_uses_tensor_names(no_signature_tflite, digits):
 
 # ------------------------------------------------------------------------------------------------- the library
 
+
 def test_evaluate_variants_takes_bytes_and_a_dataset(tflite_files, digits):
     _, _, test_x, test_y = digits
     sources = [
@@ -282,8 +351,9 @@ def test_evaluate_variants_takes_bytes_and_a_dataset(tflite_files, digits):
         VariantSource("int8", path="int8.tflite", content=tflite_files["int8"].read_bytes(), mode="int8"),
         VariantSource("failed", mode="int16x8", error="conversion failed: no kernel"),
     ]
-    run = evaluate_variants(sources, Dataset(inputs={"image": test_x}, labels=test_y),
-                            options=EvaluationOptions(runs=0))
+    run = evaluate_variants(
+        sources, Dataset(inputs={"image": test_x}, labels=test_y), options=EvaluationOptions(runs=0)
+    )
     fp32, int8, failed = run.variants
     assert run.reference == "fp32" and run.num_samples == len(test_x)
     assert int8.mode == "int8" and int8.size_ratio < 0.35 and int8.agreement >= 0.9
@@ -298,8 +368,9 @@ def test_evaluate_variants_reuses_a_measured_reference(tflite_files, digits):
     full = evaluate_variants([fp32, int8], data, options=EvaluationOptions(runs=0))
     # A reference that cannot be read proves it is not run again; its results and outputs are reused.
     gone = VariantSource("fp32", path="/nonexistent/fp32.tflite")
-    reused = evaluate_variants([gone, int8], data, options=EvaluationOptions(runs=0),
-                               measured={"fp32": full.measured("fp32")})
+    reused = evaluate_variants(
+        [gone, int8], data, options=EvaluationOptions(runs=0), measured={"fp32": full.measured("fp32")}
+    )
     assert reused.variants == full.variants and reused.num_samples == full.num_samples
     assert reused.variants[0] is not full.variants[0]
 
@@ -309,17 +380,25 @@ def test_bad_samples_fail_the_variant_even_though_checked_beside_inference(tflit
     content = tflite_files["fp32"].read_bytes()
     bad = test_x.copy()
     bad[7, 0, 0, 0] = np.nan
-    run = evaluate_variants([VariantSource("fp32", content=content)], Dataset(inputs={"image": bad}, labels=test_y),
-                            options=EvaluationOptions(runs=0, batch_size=4))
+    run = evaluate_variants(
+        [VariantSource("fp32", content=content)],
+        Dataset(inputs={"image": bad}, labels=test_y),
+        options=EvaluationOptions(runs=0, batch_size=4),
+    )
     (result,) = run.variants
     assert result.error is not None and "sample 7" in result.error and "NaN or Inf" in result.error
     assert result.sha256 and result.gzip_bytes and result.sparsity is not None and result.accuracy is None
     # float64 samples are cast first (not checked beside): same metrics as float32 ones.
-    as32 = evaluate_variants([VariantSource("fp32", content=content)], Dataset(inputs={"image": test_x}, labels=test_y),
-                             options=EvaluationOptions(runs=0))
-    as64 = evaluate_variants([VariantSource("fp32", content=content)],
-                             Dataset(inputs={"image": test_x.astype(np.float64)}, labels=test_y),
-                             options=EvaluationOptions(runs=0))
+    as32 = evaluate_variants(
+        [VariantSource("fp32", content=content)],
+        Dataset(inputs={"image": test_x}, labels=test_y),
+        options=EvaluationOptions(runs=0),
+    )
+    as64 = evaluate_variants(
+        [VariantSource("fp32", content=content)],
+        Dataset(inputs={"image": test_x.astype(np.float64)}, labels=test_y),
+        options=EvaluationOptions(runs=0),
+    )
     assert as32.variants == as64.variants and as32.variants[0].accuracy > 0.5
 
 
@@ -377,8 +456,7 @@ def test_latency_statistics_follow_the_benchmark_tool():
 
 
 def test_measure_latency(tflite_files, digits):
-    stats = measure_latency(tflite_files["int8"].read_bytes(), warmup=2, runs=7,
-                            sample={"image": digits[2][:1]})
+    stats = measure_latency(tflite_files["int8"].read_bytes(), warmup=2, runs=7, sample={"image": digits[2][:1]})
     assert stats.runs == 7 and 0 < stats.min <= stats.median <= stats.p90 < 1000
     with pytest.raises(EvaluationError, match="--runs must be at least 1"):
         measure_latency(tflite_files["int8"].read_bytes(), runs=0)
@@ -407,22 +485,31 @@ def test_one_array_dataset_fits_a_one_input_model_under_any_key(no_signature_tfl
 def test_gzip_size_is_the_size_of_gzip_level_6(tflite_files):
     import gzip
 
-    from tflite_opt.evaluation import gzip_size
+    from tflite_opt.measure.evaluation import gzip_size
 
-    for content in (b"", b"a", bytes(range(256)) * 300, tflite_files["fp32"].read_bytes(),
-                    np.random.default_rng(0).bytes(50_000)):
+    for content in (
+        b"",
+        b"a",
+        bytes(range(256)) * 300,
+        tflite_files["fp32"].read_bytes(),
+        np.random.default_rng(0).bytes(50_000),
+    ):
         assert gzip_size(content) == len(gzip.compress(content, compresslevel=6, mtime=0))
 
 
-@pytest.mark.parametrize("dtype, scale, zero_point", [("int8", 1 / 255, -128), ("int8", 0.1, 3), ("uint8", 0.02, 128),
-                                                      ("int16", 1 / 3000, 0)])
+@pytest.mark.parametrize(
+    "dtype, scale, zero_point",
+    [("int8", 1 / 255, -128), ("int8", 0.1, 3), ("uint8", 0.02, 128), ("int16", 1 / 3000, 0)],
+)
 def test_quantize_rounds_half_away_from_zero_like_the_quantize_op(dtype, scale, zero_point):
     spec = TensorSpec("x", (None, 4), dtype, scale=scale, zero_point=zero_point)
     rng = np.random.default_rng(0)
     ties = (np.arange(-300, 300, dtype=np.float32) + np.float32(0.5)) * np.float32(scale)
-    values = np.concatenate([rng.normal(0, 200 * scale, 20_000).astype(np.float32), ties,
-                             np.array([0.0, -0.0, 1e9, -1e9], np.float32)])
+    values = np.concatenate(
+        [rng.normal(0, 200 * scale, 20_000).astype(np.float32), ties, np.array([0.0, -0.0, 1e9, -1e9], np.float32)]
+    )
     scaled = values / np.float32(scale)
-    expected = np.clip(np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + zero_point,
-                       np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+    expected = np.clip(
+        np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + zero_point, np.iinfo(dtype).min, np.iinfo(dtype).max
+    ).astype(dtype)
     assert np.array_equal(quantize(values, spec), expected)

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from tflite_opt.cli import cli
-from tflite_opt.gates import (
+from tflite_opt.measure.latency import LatencyStats
+from tflite_opt.reporting.gates import (
     Gate,
     GateSyntaxError,
     check_gates,
@@ -18,8 +19,7 @@ from tflite_opt.gates import (
     parse_gate,
     parse_gates,
 )
-from tflite_opt.latency import LatencyStats
-from tflite_opt.report import VariantResult
+from tflite_opt.reporting.report import VariantResult
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,10 @@ from tflite_opt.report import VariantResult
 def test_parse_gate(text, expected):
     gate = parse_gate(text)
     assert (gate.metric, gate.op, gate.variant, gate.skip_reference) == (
-        expected.metric, expected.op, expected.variant, expected.skip_reference
+        expected.metric,
+        expected.op,
+        expected.variant,
+        expected.skip_reference,
     )
     assert gate.limit == pytest.approx(expected.limit)
     assert gate.text == text
@@ -62,7 +65,11 @@ def test_bad_gate_names_the_problem(text, message):
 def test_max_accuracy_drop_is_a_non_reference_delta_gate():
     gate = max_accuracy_drop_gate(0.02)
     assert (gate.metric, gate.op, gate.limit, gate.variant, gate.skip_reference) == (
-        "accuracy_delta", ">=", -0.02, None, True
+        "accuracy_delta",
+        ">=",
+        -0.02,
+        None,
+        True,
     )
     assert parse_gates(["accuracy>0.5"], 0.01)[0].metric == "accuracy_delta"
     for bad in (-0.1, 1.5, float("nan")):
@@ -83,10 +90,24 @@ def test_comparisons_allow_rounding_slack_but_not_more():
 
 def _variants():
     return [
-        VariantResult(name="fp32", size_bytes=100, size_ratio=1.0, accuracy=0.9, accuracy_delta=0.0,
-                      latency_ms=LatencyStats(2.0, 3.0, 2.1, 0.1, 1.9, 10), speedup=1.0),
-        VariantResult(name="int8", size_bytes=25, size_ratio=0.25, accuracy=0.88, accuracy_delta=-0.02,
-                      latency_ms=LatencyStats(1.0, 1.5, 1.1, 0.1, 0.9, 10), speedup=2.0),
+        VariantResult(
+            name="fp32",
+            size_bytes=100,
+            size_ratio=1.0,
+            accuracy=0.9,
+            accuracy_delta=0.0,
+            latency_ms=LatencyStats(2.0, 3.0, 2.1, 0.1, 1.9, 10),
+            speedup=1.0,
+        ),
+        VariantResult(
+            name="int8",
+            size_bytes=25,
+            size_ratio=0.25,
+            accuracy=0.88,
+            accuracy_delta=-0.02,
+            latency_ms=LatencyStats(1.0, 1.5, 1.1, 0.1, 0.9, 10),
+            speedup=2.0,
+        ),
         VariantResult(name="broken", error="cannot load"),
     ]
 
@@ -104,7 +125,8 @@ def test_unqualified_absolute_gates_check_the_reference_too():
 def test_named_gates_check_only_that_variant_even_the_reference():
     results = check_gates(
         [parse_gate("fp32:latency_ms<=2"), parse_gate("int8:latency_ms.p90<1.5"), parse_gate("gone:accuracy>0")],
-        _variants(), "fp32",
+        _variants(),
+        "fp32",
     )
     assert [(r.variant, r.metric, r.value, r.passed) for r in results] == [
         ("fp32", "latency_ms", 2.0, True),
@@ -123,13 +145,27 @@ def test_metric_value_reads_latency_median():
 
 # -------------------------------------------------------------------------------------------------- via the CLI
 
+
 def test_failing_gate_exits_3_with_the_report_written(tmp_path, tflite_files, data_dir):
     report_path = tmp_path / "report.json"
     result = CliRunner().invoke(
         cli,
-        ["-q", "evaluate", str(tflite_files["fp32"]), str(tflite_files["int8"]), "--data",
-         str(data_dir / "test.npz"), "--runs", "0", "--report", str(report_path),
-         "--gate", "cnn_int8:size_ratio<=0.01", "--max-accuracy-drop", "0.05"],
+        [
+            "-q",
+            "evaluate",
+            str(tflite_files["fp32"]),
+            str(tflite_files["int8"]),
+            "--data",
+            str(data_dir / "test.npz"),
+            "--runs",
+            "0",
+            "--report",
+            str(report_path),
+            "--gate",
+            "cnn_int8:size_ratio<=0.01",
+            "--max-accuracy-drop",
+            "0.05",
+        ],
     )
     assert result.exit_code == 3, result.output
     assert result.stderr.strip().splitlines() == [
@@ -148,15 +184,33 @@ def test_failing_gate_exits_3_with_the_report_written(tmp_path, tflite_files, da
 def test_passing_gates_exit_0(tflite_files, data_dir):
     result = CliRunner().invoke(
         cli,
-        ["-q", "evaluate", str(tflite_files["fp32"]), str(tflite_files["int8"]), "--data",
-         str(data_dir / "test.npz"), "--runs", "0", "--format", "json", "--max-accuracy-drop", "0.05",
-         "--gate", "accuracy>=0.9", "--gate", "cnn_int8:agreement>=90%"],
+        [
+            "-q",
+            "evaluate",
+            str(tflite_files["fp32"]),
+            str(tflite_files["int8"]),
+            "--data",
+            str(data_dir / "test.npz"),
+            "--runs",
+            "0",
+            "--format",
+            "json",
+            "--max-accuracy-drop",
+            "0.05",
+            "--gate",
+            "accuracy>=0.9",
+            "--gate",
+            "cnn_int8:agreement>=90%",
+        ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["passed"] is True
     assert [(g["variant"], g["metric"]) for g in doc["gates"]] == [
-        ("cnn_int8", "accuracy_delta"), ("cnn_fp32", "accuracy"), ("cnn_int8", "accuracy"), ("cnn_int8", "agreement")
+        ("cnn_int8", "accuracy_delta"),
+        ("cnn_fp32", "accuracy"),
+        ("cnn_int8", "accuracy"),
+        ("cnn_int8", "agreement"),
     ]
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from tflite_opt.cli import cli
 from tflite_opt.errors import EvaluationError
-from tflite_opt.inspection import inspect_model
+from tflite_opt.measure.inspection import inspect_model
 
 
 def _inspect_json(path) -> dict:
@@ -86,8 +86,11 @@ def test_zero_weights_are_counted(tmp_path, tflite_files):
     model = flatbuffer_utils.convert_bytearray_to_object(tflite_files["fp32"].read_bytes())
     subgraph = model.subgraphs[0]
     kernels = [
-        t for t in subgraph.tensors
-        if len(t.shape) >= 2 and t.type == 0 and model.buffers[t.buffer].data is not None
+        t
+        for t in subgraph.tensors
+        if len(t.shape) >= 2
+        and t.type == 0
+        and model.buffers[t.buffer].data is not None
         and len(model.buffers[t.buffer].data) > 0
     ]
     total = sum(int(np.prod(t.shape)) for t in kernels)

@@ -1,4 +1,4 @@
-"""``convert --keep-float`` (selective quantization) and the ``tflite_opt.selective`` library behind it."""
+"""``convert --keep-float`` (selective quantization) and the ``tflite_opt.quantize.selective`` library behind it."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ def run(*args):
 
 
 def accuracy(path, data):
-    from tflite_opt.evaluation import run_dataset, top1
+    from tflite_opt.measure.evaluation import run_dataset, top1
+    from tflite_opt.measure.runtime import load_signature
     from tflite_opt.representative_data import load_data
-    from tflite_opt.runtime import load_signature
 
     content = path.read_bytes()
     dataset = load_data(data, load_signature(content).data_specs)
@@ -27,7 +27,7 @@ def accuracy(path, data):
 
 def op_dtypes(path):
     """op name -> sorted dtypes its instances run in (inspect's definition)."""
-    from tflite_opt.inspection import inspect_model
+    from tflite_opt.measure.inspection import inspect_model
 
     found = inspect_model(path.read_bytes(), path=str(path))
     return {op.op: sorted(op.dtypes) for op in found.ops}
@@ -49,7 +49,7 @@ def test_keep_float_on_the_outlier_layer_recovers_int8_accuracy(hostile_model, t
     # Exactly the one layer runs in float; the rest, and the I/O, stay int8.
     assert op_dtypes(kept)["FULLY_CONNECTED"] == ["float32", "int8"]
     assert op_dtypes(plain)["FULLY_CONNECTED"] == ["int8"]
-    from tflite_opt.runtime import load_signature
+    from tflite_opt.measure.runtime import load_signature
 
     signature = load_signature(kept.read_bytes())
     assert [spec.dtype for spec in signature.input_specs] == ["int8"]
@@ -58,8 +58,18 @@ def test_keep_float_on_the_outlier_layer_recovers_int8_accuracy(hostile_model, t
 
 def test_unknown_keep_float_name_fails_with_close_names(hostile_model, tmp_path):
     out = tmp_path / "x.tflite"
-    result = run("convert", hostile_model.path, "-o", out, "--mode", "int8", "--representative-data",
-                 hostile_model.calib_data, "--keep-float", "dens2")
+    result = run(
+        "convert",
+        hostile_model.path,
+        "-o",
+        out,
+        "--mode",
+        "int8",
+        "--representative-data",
+        hostile_model.calib_data,
+        "--keep-float",
+        "dens2",
+    )
     assert result.exit_code == 1
     assert "--keep-float 'dens2' matches no layer, tensor or op type" in result.stderr
     assert "close names: dense2" in result.stderr
@@ -67,17 +77,20 @@ def test_unknown_keep_float_name_fails_with_close_names(hostile_model, tmp_path)
 
 
 def test_keep_float_needs_int8_mode(hostile_model, tmp_path):
-    result = run("convert", hostile_model.path, "-o", tmp_path / "x.tflite", "--mode", "float16",
-                 "--keep-float", "dense2")
+    result = run(
+        "convert", hostile_model.path, "-o", tmp_path / "x.tflite", "--mode", "float16", "--keep-float", "dense2"
+    )
     assert result.exit_code == 2
     assert "--keep-float applies to --mode int8 only" in result.output
 
 
 # -------------------------------------------------------------------------------------- the selective library
 
+
 @pytest.fixture(scope="module")
 def cnn_calibrated(keras3_cnn_path, data_dir):
-    from tflite_opt import models, selective
+    from tflite_opt import models
+    from tflite_opt.quantize import selective
     from tflite_opt.representative_data import load_data
 
     loaded = models.load_model(keras3_cnn_path)
@@ -86,7 +99,7 @@ def cnn_calibrated(keras3_cnn_path, data_dir):
 
 
 def float_ops(content):
-    from tflite_opt.conversion import float_op_names
+    from tflite_opt.quantize.conversion import float_op_names
 
     return float_op_names(content)
 
@@ -107,7 +120,7 @@ def test_calibration_lists_the_quantizable_ops(cnn_calibrated):
 
 
 def test_resolve_by_layer_op_type_and_tensor_name(cnn_calibrated):
-    from tflite_opt.selective import resolve_keep_float
+    from tflite_opt.quantize.selective import resolve_keep_float
 
     by_layer = resolve_keep_float(["logits"], cnn_calibrated)
     assert by_layer.nodes == ("StatefulPartitionedCall_1:0",)  # found through the weights' names
@@ -124,18 +137,19 @@ def test_resolve_by_layer_op_type_and_tensor_name(cnn_calibrated):
 
 
 def test_denylists_keep_exactly_what_was_named_in_float(cnn_calibrated):
-    from tflite_opt.selective import check_loads, quantize_calibrated, resolve_keep_float
+    from tflite_opt.quantize.selective import check_loads, quantize_calibrated, resolve_keep_float
 
     plain = quantize_calibrated(cnn_calibrated)
     assert float_ops(plain) == []
     by_type = quantize_calibrated(cnn_calibrated, keep_float=resolve_keep_float(["FULLY_CONNECTED"], cnn_calibrated))
     assert float_ops(by_type) == ["FULLY_CONNECTED"]
-    conv2 = quantize_calibrated(cnn_calibrated, keep_float=resolve_keep_float(["conv2"], cnn_calibrated),
-                                io_type="float32")
+    conv2 = quantize_calibrated(
+        cnn_calibrated, keep_float=resolve_keep_float(["conv2"], cnn_calibrated), io_type="float32"
+    )
     assert float_ops(conv2) == ["CONV_2D"]
     for content in (plain, by_type, conv2):
         check_loads(content)
-    from tflite_opt.runtime import load_signature
+    from tflite_opt.measure.runtime import load_signature
 
     assert [s.dtype for s in load_signature(conv2).input_specs] == ["float32"]
     assert [s.dtype for s in load_signature(plain).input_specs] == ["int8"]
@@ -145,7 +159,8 @@ def test_keras_automatic_layer_names_resolve_to_their_own_ops(data_dir):
     """Keras names layers dense, dense_1, dense_2; a Keras 3 export scopes them dense_1, dense_1_2, dense_2_1."""
     import keras
 
-    from tflite_opt import models, selective
+    from tflite_opt import models
+    from tflite_opt.quantize import selective
     from tflite_opt.representative_data import load_data
 
     inputs = keras.Input((8, 8, 1), name="image")
@@ -153,8 +168,12 @@ def test_keras_automatic_layer_names_resolve_to_their_own_ops(data_dir):
     x = keras.layers.Dense(32, activation="relu", name="dense")(x)
     x = keras.layers.Dense(16, activation="relu", name="dense_1")(x)
     model = keras.Model(inputs, keras.layers.Dense(10, name="dense_2")(x), name="model")
-    loaded = models.LoadedModel(path=data_dir, kind=models.ModelKind.KERAS3, keras_model=model,
-                                inputs=models.keras_input_specs(model, models.ModelKind.KERAS3))
+    loaded = models.LoadedModel(
+        path=data_dir,
+        kind=models.ModelKind.KERAS3,
+        keras_model=model,
+        inputs=models.keras_input_specs(model, models.ModelKind.KERAS3),
+    )
     representative = load_data(data_dir / "calib.npz", loaded.inputs, num_samples=20)
     calibrated = selective.calibrate(loaded.saved_model_dir, loaded.signature_key, representative)
     dense_ops = [op for op in calibrated.ops if op.op_type == "FULLY_CONNECTED"]

@@ -41,8 +41,19 @@ def test_qat_int8_is_integer_only_and_as_accurate_as_the_float_model(qat_run, fp
 
 def test_qat_on_a_keras3_model_with_float_io(tmp_path, keras3_cnn_path, data_dir, digits):
     out = tmp_path / "qat_float_io.tflite"
-    run = run_json("qat", keras3_cnn_path, "--train-data", data_dir / "train.npz", "--epochs", "1",
-                   "--io-type", "float32", "-o", out, outputs={"tflite": out})
+    run = run_json(
+        "qat",
+        keras3_cnn_path,
+        "--train-data",
+        data_dir / "train.npz",
+        "--epochs",
+        "1",
+        "--io-type",
+        "float32",
+        "-o",
+        out,
+        outputs={"tflite": out},
+    )
     assert run.ok, run.result.output
     assert run.payload["history"]["bridge"]["max_abs_diff"] <= 1e-5
     assert io_dtypes(out) == ([np.float32], [np.float32])
@@ -59,19 +70,41 @@ def test_layer_tfmot_cannot_quantize_is_named_and_can_be_skipped(tmp_path, tf_ke
     assert "--skip-layer ln" in refused.stderr
     assert "epoch" not in refused.output and not out.exists()
 
-    run = run_json("qat", tf_keras_layernorm_h5, "--train-data", data_dir / "train.npz", "--epochs", "1",
-                   "--skip-layer", "ln", "--allow-float-fallback", "-o", out, outputs={"tflite": out})
+    run = run_json(
+        "qat",
+        tf_keras_layernorm_h5,
+        "--train-data",
+        data_dir / "train.npz",
+        "--epochs",
+        "1",
+        "--skip-layer",
+        "ln",
+        "--allow-float-fallback",
+        "-o",
+        out,
+        outputs={"tflite": out},
+    )
     assert run.ok, run.result.output
     assert run.payload["skipped_layers"] == ["ln"]
     assert "ln" not in run.payload["quantized_layers"] and "dense" in run.payload["quantized_layers"]
-    assert interpreter(out).get_signature_runner() is not None
+    assert set(interpreter(out).get_signature_runner().get_input_details()) == {"image"}
 
 
 def test_pruning_preserving_qat_keeps_the_zeros(tmp_path, pruned_run, data_dir, digits):
     assert pruned_run.ok, pruned_run.result.output
     out = tmp_path / "pqat.tflite"
-    run = run_json("qat", pruned_run.outputs["keras"], "--train-data", data_dir / "train.npz", "--epochs", "1",
-                   "--preserve-sparsity", "-o", out, outputs={"tflite": out})
+    run = run_json(
+        "qat",
+        pruned_run.outputs["keras"],
+        "--train-data",
+        data_dir / "train.npz",
+        "--epochs",
+        "1",
+        "--preserve-sparsity",
+        "-o",
+        out,
+        outputs={"tflite": out},
+    )
     assert run.ok, run.result.output
     assert run.payload["input_sparsity"] >= 0.79
     assert run.payload["sparsity"] >= 0.79  # the QAT model's kernels after fine-tuning

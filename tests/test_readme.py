@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("update_readme_reference", ROOT / "scripts/update_readme_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "update_readme_reference", ROOT / "scripts/update_readme_reference.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

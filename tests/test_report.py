@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from tflite_opt.cli import cli
-from tflite_opt.latency import LatencyStats
-from tflite_opt.report import (
+from tflite_opt.measure.latency import LatencyStats
+from tflite_opt.reporting.report import (
     CSV_COLUMNS,
     GateResult,
     Report,
@@ -26,19 +26,42 @@ from tflite_opt.report import (
     variants_from_json,
 )
 
-TOP_KEYS = {"schema_version", "tool", "environment", "settings", "reference", "variants", "gates", "passed"}
+TOP_KEYS = {"schema_version", "tool", "environment", "settings", "reference", "variants", "gates", "passed", "pipeline"}
 ENV_KEYS = {"python", "tensorflow", "ai_edge_litert", "tfmot", "platform"}
 SETTINGS_KEYS = {"threads", "xnnpack", "warmup", "runs", "num_samples"}
 VARIANT_TYPES = {
-    "name": (str,), "mode": (str, type(None)), "path": (str,), "sha256": (str,), "size_bytes": (int,),
-    "gzip_bytes": (int,), "size_ratio": (float, type(None)), "accuracy": (float, type(None)),
-    "top5": (float, type(None)), "accuracy_delta": (float, type(None)), "agreement": (float, type(None)),
-    "sqnr_db": (float, type(None)), "latency_ms": (dict, type(None)), "speedup": (float, type(None)),
-    "sparsity": (float, type(None)), "error": (str, type(None)),
+    "name": (str,),
+    "mode": (str, type(None)),
+    "path": (str,),
+    "sha256": (str,),
+    "size_bytes": (int,),
+    "gzip_bytes": (int,),
+    "size_ratio": (float, type(None)),
+    "accuracy": (float, type(None)),
+    "top5": (float, type(None)),
+    "accuracy_delta": (float, type(None)),
+    "agreement": (float, type(None)),
+    "sqnr_db": (float, type(None)),
+    "latency_ms": (dict, type(None)),
+    "speedup": (float, type(None)),
+    "sparsity": (float, type(None)),
+    "error": (str, type(None)),
+    # schema version 2
+    "backend": (str, type(None)),
+    "integer_only": (bool, type(None)),
+    "transforms": (list,),
+    "arena_bytes": (int, type(None)),
+    "cached": (bool,),
 }
 LATENCY_TYPES = {"median": float, "p90": float, "mean": float, "std": float, "min": float, "runs": int}
-GATE_TYPES = {"variant": (str,), "metric": (str,), "op": (str,), "limit": (float,), "value": (float, type(None)),
-              "passed": (bool,)}
+GATE_TYPES = {
+    "variant": (str,),
+    "metric": (str,),
+    "op": (str,),
+    "limit": (float,),
+    "value": (float, type(None)),
+    "passed": (bool,),
+}
 FRACTIONS = ("accuracy", "top5", "agreement", "sparsity")
 
 
@@ -52,7 +75,8 @@ def _is(value, types) -> bool:
 def assert_report_schema(doc: dict) -> None:
     """Fail unless ``doc`` is exactly a SPEC §4 report (keys, types, fraction ranges)."""
     assert set(doc) == TOP_KEYS
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
+    assert _is(doc["pipeline"], (str, type(None)))
     assert doc["tool"]["name"] == "tflite-opt" and isinstance(doc["tool"]["version"], str)
     assert set(doc["tool"]) == {"name", "version"}
     assert set(doc["environment"]) == ENV_KEYS
@@ -98,14 +122,37 @@ def assert_report_schema(doc: dict) -> None:
 def _sample_report() -> Report:
     latency = LatencyStats(median=1.5, p90=2.0, mean=1.6, std=0.2, min=1.2, runs=10)
     reference = VariantResult(
-        name="fp32", mode="fp32", path="a/fp32.tflite", sha256="0" * 64, size_bytes=1000, gzip_bytes=900,
-        size_ratio=1.0, accuracy=0.9, top5=1.0, accuracy_delta=0.0, agreement=1.0, latency_ms=latency,
-        speedup=1.0, sparsity=0.0,
+        name="fp32",
+        mode="fp32",
+        path="a/fp32.tflite",
+        sha256="0" * 64,
+        size_bytes=1000,
+        gzip_bytes=900,
+        size_ratio=1.0,
+        accuracy=0.9,
+        top5=1.0,
+        accuracy_delta=0.0,
+        agreement=1.0,
+        latency_ms=latency,
+        speedup=1.0,
+        sparsity=0.0,
     )
     int8 = VariantResult(
-        name="int8", mode="int8", path="a/int8.tflite", sha256="1" * 64, size_bytes=250, gzip_bytes=200,
-        size_ratio=0.25, accuracy=0.88, top5=None, accuracy_delta=-0.02, agreement=0.95, sqnr_db=float("inf"),
-        latency_ms=LatencyStats(0.5, 0.6, 0.5, 0.05, 0.4, 10), speedup=3.0, sparsity=float("nan"),
+        name="int8",
+        mode="int8",
+        path="a/int8.tflite",
+        sha256="1" * 64,
+        size_bytes=250,
+        gzip_bytes=200,
+        size_ratio=0.25,
+        accuracy=0.88,
+        top5=None,
+        accuracy_delta=-0.02,
+        agreement=0.95,
+        sqnr_db=float("inf"),
+        latency_ms=LatencyStats(0.5, 0.6, 0.5, 0.05, 0.4, 10),
+        speedup=3.0,
+        sparsity=float("nan"),
     )
     broken = VariantResult(name="bad|name", path="bad.tflite", error="not a valid .tflite file")
     return Report(
@@ -140,7 +187,7 @@ def test_environment_is_read_without_importing_tensorflow():
     import sys
 
     code = (
-        "import sys, json; from tflite_opt.report import collect_environment; env = collect_environment(); "
+        "import sys, json; from tflite_opt.reporting.report import collect_environment; env = collect_environment(); "
         "print(json.dumps([env, 'tensorflow' in sys.modules]))"
     )
     root = Path(__file__).resolve().parents[1]
@@ -194,9 +241,23 @@ def test_evaluate_report_file_matches_schema(tmp_path, tflite_files, data_dir):
     report_path = tmp_path / "report.json"
     result = CliRunner().invoke(
         cli,
-        ["-q", "evaluate", str(tflite_files["fp32"]), str(tflite_files["int8"]), str(tflite_files["float16"]),
-         "--data", str(data_dir / "test.npz"), "--runs", "5", "--warmup", "1", "--report", str(report_path),
-         "--gate", "size_ratio<=0.6"],
+        [
+            "-q",
+            "evaluate",
+            str(tflite_files["fp32"]),
+            str(tflite_files["int8"]),
+            str(tflite_files["float16"]),
+            "--data",
+            str(data_dir / "test.npz"),
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+            "--report",
+            str(report_path),
+            "--gate",
+            "size_ratio<=0.6",
+        ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(report_path.read_text())
@@ -215,13 +276,14 @@ def test_evaluate_report_file_matches_schema(tmp_path, tflite_files, data_dir):
 
 # ------------------------------------------------------------------------------------------------------ plotting
 
+
 def test_plot_tradeoff_writes_a_png(tmp_path):
     import subprocess
     import sys
 
     from PIL import Image
 
-    from tflite_opt.plotting import plot_tradeoff
+    from tflite_opt.reporting.plotting import plot_tradeoff
 
     path = plot_tradeoff(_sample_report(), tmp_path / "plots" / "tradeoff.png")
     assert path == tmp_path / "plots" / "tradeoff.png"
@@ -230,8 +292,10 @@ def test_plot_tradeoff_writes_a_png(tmp_path):
         assert image.size == (900, 600)  # 7.5 x 5 inches at 120 dpi
     assert [p.name for p in path.parent.iterdir()] == ["tradeoff.png"]  # no temporary file left
     # the object API with the Agg canvas: no pyplot, no global backend
-    code = ("import sys, tests.test_report as t; from tflite_opt.plotting import plot_tradeoff; "
-            f"plot_tradeoff(t._sample_report(), {str(tmp_path / 'b.png')!r}); print('matplotlib.pyplot' in sys.modules)")
+    code = (
+        "import sys, tests.test_report as t; from tflite_opt.reporting.plotting import plot_tradeoff; "
+        f"plot_tradeoff(t._sample_report(), {str(tmp_path / 'b.png')!r}); print('matplotlib.pyplot' in sys.modules)"
+    )
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout
     assert out.strip() == "False"
@@ -239,7 +303,7 @@ def test_plot_tradeoff_writes_a_png(tmp_path):
 
 def test_plot_falls_back_to_agreement_and_size(tmp_path):
     from tflite_opt.errors import EvaluationError
-    from tflite_opt.plotting import _axes_values, plot_tradeoff
+    from tflite_opt.reporting.plotting import _axes_values, plot_tradeoff
 
     report = _sample_report()
     for variant in report.variants:

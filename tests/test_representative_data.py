@@ -32,8 +32,9 @@ def test_labelled_image_folder_in_sorted_class_order(tmp_path):
     assert images[4, 0, 0].tolist() == [0.0, 1.0, 0.0]  # green dog
 
 
-@pytest.mark.parametrize("preprocess, expected", [("unit", 1.0), ("symmetric", 1.0), ("raw", 255.0),
-                                                  ("imagenet", (1.0 - 0.485) / 0.229)])
+@pytest.mark.parametrize(
+    "preprocess, expected", [("unit", 1.0), ("symmetric", 1.0), ("raw", 255.0), ("imagenet", (1.0 - 0.485) / 0.229)]
+)
 def test_preprocessing_of_a_flat_unlabelled_folder(tmp_path, preprocess, expected):
     write_images(tmp_path, 2, color=(255, 255, 255))
     data = load_data(tmp_path, [IMAGE], preprocess=preprocess)

@@ -49,8 +49,19 @@ def test_inspect_does_not_import_tensorflow(tmp_path, tflite_files):
 
 def test_evaluate_does_not_import_tensorflow(tmp_path, tflite_files, data_dir):
     record, process = _run_cli(
-        tmp_path, "-q", "evaluate", str(tflite_files["fp32"]), str(tflite_files["int8"]), "--data",
-        str(data_dir / "test.npz"), "--runs", "2", "--format", "json", "--gate", "accuracy>=0.5",
+        tmp_path,
+        "-q",
+        "evaluate",
+        str(tflite_files["fp32"]),
+        str(tflite_files["int8"]),
+        "--data",
+        str(data_dir / "test.npz"),
+        "--runs",
+        "2",
+        "--format",
+        "json",
+        "--gate",
+        "accuracy>=0.5",
     )
     assert record == {"code": 0, "heavy": []}
     assert json.loads(process.stdout)["variants"][1]["accuracy"] > 0.9

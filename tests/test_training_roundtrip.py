@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import zipfile
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -43,8 +43,21 @@ def keras_version_of(path) -> str:
 
 def test_pruned_keras3_model_is_written_by_keras3(mobile_block_keras3, data_dir, tmp_path):
     out = tmp_path / "pruned.keras"
-    result = CliRunner().invoke(cli, ["prune", str(mobile_block_keras3), "--train-data", str(data_dir / "train.npz"),
-                                      "--sparsity", "0.5", "--epochs", "1", "-o", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "prune",
+            str(mobile_block_keras3),
+            "--train-data",
+            str(data_dir / "train.npz"),
+            "--sparsity",
+            "0.5",
+            "--epochs",
+            "1",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Keras 3" in result.stdout and "warning" not in result.stderr
     assert keras_version_of(out).startswith("3.")
@@ -57,8 +70,23 @@ def test_pruned_keras3_model_is_written_by_keras3(mobile_block_keras3, data_dir,
 
 def test_depthwise_layers_are_not_reported_as_clustered(mobile_block_keras3, data_dir, tmp_path):
     out = tmp_path / "clustered.tflite"
-    result = CliRunner().invoke(cli, ["cluster", str(mobile_block_keras3), "--train-data", str(data_dir / "train.npz"),
-                                      "--clusters", "4", "--epochs", "1", "--format", "json", "-o", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "cluster",
+            str(mobile_block_keras3),
+            "--train-data",
+            str(data_dir / "train.npz"),
+            "--clusters",
+            "4",
+            "--epochs",
+            "1",
+            "--format",
+            "json",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = {row["layer"]: row for row in json.loads(result.stdout)["layers"]}
     assert rows["dw"]["optimized"] is False

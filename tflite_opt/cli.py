@@ -8,21 +8,40 @@ import click
 
 from tflite_opt import __version__
 
-# name -> (module, one-line help shown in the root --help without importing the module)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("tflite_opt.commands.convert", "Convert a model to .tflite in one post-training mode."),
-    "evaluate": ("tflite_opt.commands.evaluate", "Measure accuracy, size and latency of .tflite files."),
-    "compare": ("tflite_opt.commands.compare", "Convert to every mode, evaluate all, print the table."),
-    "inspect": ("tflite_opt.commands.inspect", "Show a .tflite file's tensors, ops, weights and dtypes."),
-    "prune": ("tflite_opt.commands.prune", "Magnitude pruning with fine-tuning (tfmot)."),
-    "qat": ("tflite_opt.commands.qat", "Quantization-aware training, then int8 conversion."),
-    "cluster": ("tflite_opt.commands.cluster", "Weight clustering with fine-tuning (tfmot)."),
-    "debug": ("tflite_opt.commands.debug", "Per-layer int8 quantization error, worst layers first."),
-    "auto": ("tflite_opt.commands.auto", "Find the smallest variant within an accuracy budget."),
-    "distill": ("tflite_opt.commands.distill", "Distill a teacher model into a small student."),
-    "demo": ("tflite_opt.commands.demo", "Train a small CNN offline and compare every mode."),
-    "env": ("tflite_opt.commands.env", "Print versions and CPU flags for bug reports."),
+# name -> the module that defines ``command``. Its one-line help is the first line of that function's docstring,
+# read from the source file without importing it (``--help`` must stay fast and TensorFlow-free).
+COMMANDS: dict[str, str] = {
+    "convert": "tflite_opt.commands.convert",
+    "evaluate": "tflite_opt.commands.evaluate",
+    "compare": "tflite_opt.commands.compare",
+    "inspect": "tflite_opt.commands.inspect",
+    "prune": "tflite_opt.commands.prune",
+    "qat": "tflite_opt.commands.qat",
+    "cluster": "tflite_opt.commands.cluster",
+    "debug": "tflite_opt.commands.debug",
+    "auto": "tflite_opt.commands.auto",
+    "distill": "tflite_opt.commands.distill",
+    "demo": "tflite_opt.commands.demo",
+    "micro": "tflite_opt.commands.micro",
+    "export-c": "tflite_opt.commands.export_c",
+    "run": "tflite_opt.commands.run",
+    "table": "tflite_opt.commands.table",
+    "landscape": "tflite_opt.commands.landscape",
+    "env": "tflite_opt.commands.env",
 }
+
+
+def command_summary(module: str) -> str:
+    """The first line of ``command``'s docstring in ``module``, without importing the module."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "command":
+            return (ast.get_docstring(node) or "").strip().splitlines()[0]
+    return ""
 
 
 class LazyGroup(click.Group):
@@ -34,13 +53,55 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS:
             return None
-        module = importlib.import_module(COMMANDS[cmd_name][0])
-        return module.command
+        return _with_global_flags(importlib.import_module(COMMANDS[cmd_name]).command)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in COMMANDS:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(COMMANDS), n=1, cutoff=0.6)
+            hint = f" Did you mean '{close[0]}'?" if close else f" The commands are: {', '.join(COMMANDS)}."
+            ctx.fail(f"No such command '{name}'.{hint}")
+        return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
+        rows = [(name, command_summary(module)) for name, module in COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+# Root flags that are also accepted after the subcommand (``tflite-opt convert -q ...``).
+GLOBAL_FLAGS = {
+    "verbose": (("-v", "--verbose"), "Show tracebacks and TensorFlow's own logs."),
+    "quiet": (("-q", "--quiet"), "No progress bars or status messages (warnings and errors stay)."),
+    "strict": (("--strict",), "Data warnings become errors (exit 1), for CI."),
+    "wide": (("--wide",), "Show every table column, however narrow the terminal."),
+}
+
+
+def _set_root_flag(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value:
+        return
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    root.obj[param.name] = True
+    if param.name == "verbose":
+        from tflite_opt.verbosity import set_verbose
+
+        set_verbose(True)
+
+
+def _with_global_flags(command: click.Command) -> click.Command:
+    names = {param.name for param in command.params}
+    for name, (decls, help_) in GLOBAL_FLAGS.items():
+        if name not in names:
+            command.params.append(
+                click.Option(
+                    decls, is_flag=True, expose_value=False, callback=_set_root_flag, is_eager=True, help=help_
+                )
+            )
+    return command
 
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -48,10 +109,12 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 @click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="tflite-opt")
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and TensorFlow's own logs.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or status messages (warnings and errors stay).")
+@click.option(*GLOBAL_FLAGS["verbose"][0], "verbose", is_flag=True, help=GLOBAL_FLAGS["verbose"][1])
+@click.option(*GLOBAL_FLAGS["quiet"][0], "quiet", is_flag=True, help=GLOBAL_FLAGS["quiet"][1])
+@click.option(*GLOBAL_FLAGS["strict"][0], "strict", is_flag=True, help=GLOBAL_FLAGS["strict"][1])
+@click.option(*GLOBAL_FLAGS["wide"][0], "wide", is_flag=True, help=GLOBAL_FLAGS["wide"][1])
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, quiet: bool, strict: bool, wide: bool) -> None:
     """Make neural networks small and fast for edge devices, and measure what each optimization costs.
 
     \b
@@ -60,12 +123,13 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
       tflite-opt convert model.keras -o model_int8.tflite --mode int8 --representative-data calib.npz
       tflite-opt evaluate model_fp32.tflite model_int8.tflite --data test.npz
     """
-    from tflite_opt import tf_runtime
+    from tflite_opt.verbosity import hide_library_warnings, set_verbose
 
-    tf_runtime.set_verbose(verbose)
+    set_verbose(verbose)
+    if not verbose:
+        hide_library_warnings()
     ctx.ensure_object(dict)
-    ctx.obj["verbose"] = verbose
-    ctx.obj["quiet"] = quiet
+    ctx.obj.update(verbose=verbose, quiet=quiet, strict=strict, wide=wide)
 
 
 def main() -> None:

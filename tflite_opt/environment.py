@@ -15,12 +15,30 @@ PACKAGES = {
     "tf_keras": "tf-keras",
     "tfmot": "tensorflow-model-optimization",
     "ai_edge_litert": "ai-edge-litert",
+    "litert_quantizer": "litert-quantizer",
+    "tflite_micro": "tflite-micro",
     "numpy": "numpy",
     "click": "click",
     "rich": "rich",
 }
-INTERESTING_CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16",
-                         "avx512_fp16", "amx_int8", "neon", "asimd", "fphp", "asimdhp", "asimddp", "sve")
+INTERESTING_CPU_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_int8",
+    "neon",
+    "asimd",
+    "fphp",
+    "asimdhp",
+    "asimddp",
+    "sve",
+)
 
 
 def package_version(*distributions: str) -> str | None:
@@ -59,9 +77,9 @@ def cpu_model() -> str:
 
 def describe() -> dict:
     """Everything `tflite-opt env` prints."""
-    from tflite_opt import __version__
-
     import os
+
+    from tflite_opt import __version__
 
     return {
         "tflite_opt": __version__,

@@ -27,3 +27,18 @@ class TrainingError(TfliteOptError):
 
 class OutputPathError(TfliteOptError):
     """The output path is unusable (e.g. it is the input, or its folder cannot be written)."""
+
+
+FIRST_LINE_LIMIT = 300
+
+
+def first_line(exc: BaseException | str, limit: int = FIRST_LINE_LIMIT) -> str:
+    """The first non-empty line of an exception's message (its type name when empty), cut at ``limit`` characters.
+
+    Underlying libraries (the converter, the interpreter, Keras) raise multi-line C++ or graph dumps; a user gets
+    one line of it.
+    """
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__ if isinstance(exc, BaseException) else ""
+    return text.splitlines()[0].strip()[:limit]

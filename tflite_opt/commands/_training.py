@@ -7,9 +7,10 @@ rendering per-layer tables.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -38,29 +39,75 @@ def training_options(learning_rate: float, epochs: int = 2):
 
     def decorate(func):
         options = [
-            click.option("--format", "format_", type=click.Choice(FORMATS), default="table", show_default=True,
-                         help="How to print the result on stdout."),
-            click.option("--skip-layer", "skip_layers", multiple=True, metavar="NAME",
-                         help="Leave this layer as it is. Repeatable."),
-            click.option("--trust-model", is_flag=True,
-                         help="Allow layers that run arbitrary Python when loaded (Lambda). Only for files you trust."),
-            click.option("--distribute", type=click.Choice(DISTRIBUTE_CHOICES), default="default", show_default=True,
-                         help="tf.distribute strategy: the default device, or MirroredStrategy over every local GPU."),
+            click.option(
+                "--format",
+                "format_",
+                type=click.Choice(FORMATS),
+                default="table",
+                show_default=True,
+                help="How to print the result on stdout.",
+            ),
+            click.option(
+                "--skip-layer",
+                "skip_layers",
+                multiple=True,
+                metavar="NAME",
+                help="Leave this layer as it is. Repeatable.",
+            ),
+            click.option(
+                "--trust-model",
+                is_flag=True,
+                help="Allow layers that run arbitrary Python when loaded (Lambda). Only for files you trust.",
+            ),
+            click.option(
+                "--distribute",
+                type=click.Choice(DISTRIBUTE_CHOICES),
+                default="default",
+                show_default=True,
+                help="tf.distribute strategy: the default device, or MirroredStrategy over every local GPU.",
+            ),
             click.option("--seed", type=int, default=0, show_default=True, help="Random seed (reproducible runs)."),
-            click.option("--loss", type=click.Choice(LOSS_CHOICES), default="auto", show_default=True,
-                         help="auto: the model's compiled loss, else cross-entropy matched to the output activation."),
-            click.option("--val-data", "val_data", default=None, metavar="PATH",
-                         help="Labelled validation data (default: hold out --val-split of the training data)."),
-            click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
-                         help="Share of the training data held out for validation."),
-            click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=learning_rate,
-                         show_default=True, help="Adam learning rate."),
-            click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-                         help="Global batch size."),
-            click.option("--epochs", type=click.IntRange(min=1), default=epochs, show_default=True,
-                         help="Fine-tuning epochs."),
-            click.option("--train-data", "train_data", required=True, metavar="PATH",
-                         help="Labelled training data: .npz with 'y', or DIR/<class>/* image folder."),
+            click.option(
+                "--loss",
+                type=click.Choice(LOSS_CHOICES),
+                default="auto",
+                show_default=True,
+                help="auto: the model's compiled loss, else cross-entropy matched to the output activation.",
+            ),
+            click.option(
+                "--val-data",
+                "val_data",
+                default=None,
+                metavar="PATH",
+                help="Labelled validation data (default: hold out --val-split of the training data).",
+            ),
+            click.option(
+                "--val-split",
+                type=click.FloatRange(0, 1, max_open=True),
+                default=0.1,
+                show_default=True,
+                help="Share of the training data held out for validation.",
+            ),
+            click.option(
+                "--learning-rate",
+                type=click.FloatRange(0, min_open=True),
+                default=learning_rate,
+                show_default=True,
+                help="Adam learning rate.",
+            ),
+            click.option(
+                "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Global batch size."
+            ),
+            click.option(
+                "--epochs", type=click.IntRange(min=1), default=epochs, show_default=True, help="Fine-tuning epochs."
+            ),
+            click.option(
+                "--train-data",
+                "train_data",
+                required=True,
+                metavar="PATH",
+                help="Labelled training data: .npz with 'y', or DIR/<class>/* image folder.",
+            ),
         ]
         for option in options:
             func = option(func)
@@ -71,8 +118,13 @@ def training_options(learning_rate: float, epochs: int = 2):
 
 def fit_config(epochs, batch_size, learning_rate, val_split, loss, seed, distribute) -> "fit.FitConfig":
     return fit.FitConfig(
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, val_split=val_split, loss=loss,
-        seed=seed, distribute=distribute,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        val_split=val_split,
+        loss=loss,
+        seed=seed,
+        distribute=distribute,
     )
 
 
@@ -83,11 +135,13 @@ class TrainingInputs:
     val: "Dataset | None"
 
 
-def load_training_inputs(model: str, train_data: str, val_data: str | None, *, preprocess: str, trust_model: bool,
-                         progress) -> TrainingInputs:
+def load_training_inputs(
+    model: str, train_data: str, val_data: str | None, *, preprocess: str, trust_model: bool, progress
+) -> TrainingInputs:
     """Load a Keras model and its labelled training (and validation) data."""
-    from tflite_opt import models, tf_runtime
+    from tflite_opt import models
     from tflite_opt.errors import TrainingError
+    from tflite_opt.models import tf_runtime
     from tflite_opt.representative_data import load_data
 
     # tfmot needs tf_keras, which TF_USE_LEGACY_KERAS selects only before TensorFlow's first import.
@@ -118,9 +172,7 @@ def output_paths(outputs: Sequence[str], inputs: Sequence[str | None], *, allowe
     for output in outputs:
         suffix = Path(output).suffix.lower()
         if suffix not in allowed:
-            raise click.UsageError(
-                f"-o {output}: the suffix picks the format; use one of {', '.join(allowed)}"
-            )
+            raise click.UsageError(f"-o {output}: the suffix picks the format; use one of {', '.join(allowed)}")
         path = fileio.ensure_distinct(output, *inputs)
         if path in seen:
             raise click.UsageError(f"-o {output} is given twice")
@@ -131,13 +183,14 @@ def output_paths(outputs: Sequence[str], inputs: Sequence[str | None], *, allowe
 
 def gzip_size(data: bytes) -> int:
     """Compressed size, measured the way ``evaluate``/``compare`` report ``gzip_bytes``."""
-    from tflite_opt.evaluation import gzip_size as measure
+    from tflite_opt.measure.evaluation import gzip_size as measure
 
     return measure(data)
 
 
-def save_keras_file(model: Any, path: Path, *, keras3: bool, sample: "Dataset | None", progress,
-                    template: Any = None) -> str:
+def save_keras_file(
+    model: Any, path: Path, *, keras3: bool, sample: "Dataset | None", progress, template: Any = None
+) -> str:
     """Write the fine-tuned tf_keras model, atomically; returns which Keras wrote it.
 
     ``.keras`` from a Keras 3 source is written by Keras 3 (bridged back and output-checked), so the user gets
@@ -170,11 +223,22 @@ class WrittenFile:
     written_by: str | None = None
 
 
-def write_outputs(model: Any, paths: Sequence[Path], *, mode: Mode, io_type: str, allow_float_fallback: bool,
-                  sparsity: bool, representative: "Dataset | None", num_samples: int | None,
-                  progress, inputs: TrainingInputs | None = None) -> list[WrittenFile]:
+def write_outputs(
+    model: Any,
+    paths: Sequence[Path],
+    *,
+    mode: Mode,
+    io_type: str,
+    allow_float_fallback: bool,
+    sparsity: bool,
+    representative: "Dataset | None",
+    num_samples: int | None,
+    progress,
+    inputs: TrainingInputs | None = None,
+) -> list[WrittenFile]:
     """Convert once (if a .tflite is asked for) and write every output."""
-    from tflite_opt import conversion, fileio
+    from tflite_opt import fileio
+    from tflite_opt.quantize import conversion
 
     written = []
     tflite_bytes = None
@@ -182,8 +246,11 @@ def write_outputs(model: Any, paths: Sequence[Path], *, mode: Mode, io_type: str
         if path.suffix.lower() == TFLITE_SUFFIX:
             if tflite_bytes is None:
                 options = conversion.ConversionOptions(
-                    mode=mode, io_type=IoType(io_type), allow_float_fallback=allow_float_fallback,
-                    num_samples=num_samples, sparsity=sparsity and mode in conversion.SPARSE_ENCODING_MODES,
+                    mode=mode,
+                    io_type=IoType(io_type),
+                    allow_float_fallback=allow_float_fallback,
+                    num_samples=num_samples,
+                    sparsity=sparsity and mode in conversion.SPARSE_ENCODING_MODES,
                 )
                 with progress.task(f"Converting ({mode.value})"):
                     tflite_bytes = conversion.convert_keras_model(model, options, representative, progress)
@@ -193,17 +260,24 @@ def write_outputs(model: Any, paths: Sequence[Path], *, mode: Mode, io_type: str
             from tflite_opt.models import ModelKind
 
             keras3 = inputs is not None and inputs.loaded.kind == ModelKind.KERAS3
-            written_by = save_keras_file(model, path, keras3=keras3, sample=inputs.train if inputs else None,
-                                         progress=progress, template=inputs.loaded.keras_model if keras3 else None)
-            written.append(WrittenFile(str(path), path.suffix.lower().lstrip("."), path.stat().st_size,
-                                       written_by=written_by))
+            written_by = save_keras_file(
+                model,
+                path,
+                keras3=keras3,
+                sample=inputs.train if inputs else None,
+                progress=progress,
+                template=inputs.loaded.keras_model if keras3 else None,
+            )
+            written.append(
+                WrittenFile(str(path), path.suffix.lower().lstrip("."), path.stat().st_size, written_by=written_by)
+            )
     return written
 
 
 def baseline_gzip(loaded: "LoadedModel", progress) -> int | None:
     """gzip size of the unoptimized model as fp32 .tflite (what the optimization is measured against)."""
-    from tflite_opt import conversion
     from tflite_opt.errors import TfliteOptError
+    from tflite_opt.quantize import conversion
 
     try:
         with progress.task("Converting the original model (fp32 baseline)"):
@@ -219,8 +293,9 @@ def check_mode_flags(mode: Mode, io_type: str) -> None:
         raise click.UsageError("--io-type applies to --mode int8 only")
 
 
-def representative_for(mode: Mode, representative_data: str | None, inputs: TrainingInputs, preprocess: str,
-                       progress) -> "Dataset | None":
+def representative_for(
+    mode: Mode, representative_data: str | None, inputs: TrainingInputs, preprocess: str, progress
+) -> "Dataset | None":
     """Calibration data for int8/int16x8: --representative-data, else the training data."""
     from tflite_opt.representative_data import load_data
 
@@ -251,42 +326,56 @@ def history_dict(history: "FitHistory") -> dict:
 
 def layer_rows(rows: Sequence["LayerWeights"]) -> list[dict]:
     return [
-        {"layer": r.layer, "type": r.layer_type, "weight": r.weight, "shape": list(r.shape), "size": r.size,
-         "zeros": r.zeros, "sparsity": r.sparsity, "unique_values": r.unique_values, "optimized": r.optimized}
+        {
+            "layer": r.layer,
+            "type": r.layer_type,
+            "weight": r.weight,
+            "shape": list(r.shape),
+            "size": r.size,
+            "zeros": r.zeros,
+            "sparsity": r.sparsity,
+            "unique_values": r.unique_values,
+            "optimized": r.optimized,
+        }
         for r in rows
     ]
 
 
-def print_layer_table(rows: Sequence["LayerWeights"], *, title: str, optimized_label: str,
-                      columns: Sequence[str] = ("zeros", "sparsity")) -> None:
-    from rich.table import Table
+def print_layer_table(
+    rows: Sequence["LayerWeights"], *, title: str, optimized_label: str, columns: Sequence[str] = ("zeros", "sparsity")
+) -> None:
+    from tflite_opt.reporting.tables import TextTable
 
-    from tflite_opt.ui import stdout_console
-
-    table = Table(title=title, title_justify="left")
-    table.add_column("layer")
-    table.add_column("type")
-    table.add_column("shape")
-    for column in columns:
-        table.add_column(column.replace("_", " "), justify="right")
-    table.add_column(optimized_label)
+    lines = []
     for row in rows:
         cells = {
             "zeros": f"{row.zeros:,}",
             "sparsity": f"{row.sparsity:.1%}",
             "unique_values": f"{row.unique_values:,}",
         }
-        table.add_row(row.layer, row.layer_type, _shape(row.shape), *(cells[c] for c in columns),
-                      "yes" if row.optimized else "no")
-    stdout_console.print(table)
+        lines.append(
+            (
+                row.layer,
+                row.layer_type,
+                _shape(row.shape),
+                *(cells[c] for c in columns),
+                "yes" if row.optimized else "no",
+            )
+        )
+    headers = ("layer", "type", "shape", *(c.replace("_", " ") for c in columns), optimized_label)
+    _common.print_table(
+        TextTable(headers=headers, rows=lines, title=title, right=frozenset(range(3, 3 + len(columns))))
+    )
 
 
 def print_files(written: Sequence[WrittenFile], baseline: int | None) -> None:
     for item in written:
         line = f"{item.path}: {_common.human_size(item.size_bytes)}"
         if item.written_by:
-            line = f"{item.path} ({'Keras 3' if item.written_by == 'keras3' else 'tf_keras'}): " \
-                   f"{_common.human_size(item.size_bytes)}"
+            line = (
+                f"{item.path} ({'Keras 3' if item.written_by == 'keras3' else 'tf_keras'}): "
+                f"{_common.human_size(item.size_bytes)}"
+            )
         if item.mode:
             line = f"{item.path} ({item.mode}): {_common.human_size(item.size_bytes)}"
         if item.gzip_bytes is not None:
@@ -302,9 +391,15 @@ def print_json(payload: dict) -> None:
 
 def files_dict(written: Sequence[WrittenFile], baseline: int | None) -> list[dict]:
     return [
-        {"path": w.path, "format": w.format, "mode": w.mode, "written_by": w.written_by, "size_bytes": w.size_bytes,
-         "gzip_bytes": w.gzip_bytes,
-         "gzip_ratio": (w.gzip_bytes / baseline) if (w.gzip_bytes and baseline) else None}
+        {
+            "path": w.path,
+            "format": w.format,
+            "mode": w.mode,
+            "written_by": w.written_by,
+            "size_bytes": w.size_bytes,
+            "gzip_bytes": w.gzip_bytes,
+            "gzip_ratio": (w.gzip_bytes / baseline) if (w.gzip_bytes and baseline) else None,
+        }
         for w in written
     ]
 

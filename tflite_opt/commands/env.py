@@ -28,11 +28,9 @@ def command(format_):
         return
     from rich.table import Table
 
-    from tflite_opt.ui import stdout_console
-
     table = Table(show_header=False, box=None)
     for key, value in info.items():
         if isinstance(value, list):
             value = " ".join(value) or "-"
         table.add_row(key, "not installed" if value is None else str(value))
-    stdout_console.print(table)
+    _common.print_renderable(table)

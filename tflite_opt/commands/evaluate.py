@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from tflite_opt.commands import _common
-from tflite_opt.commands.inspect import print_renderable
+from tflite_opt.commands import _common, _outputs
 from tflite_opt.representative_data.dataset import PREPROCESS_CHOICES
 
 
@@ -30,8 +29,9 @@ def _is_model(value: str) -> bool:
 
 def _reference_from_model(reference: str, progress) -> bytes:
     """A Keras/SavedModel reference, converted to fp32 in memory: the one evaluate path that imports TensorFlow."""
-    from tflite_opt import conversion, models
+    from tflite_opt import models
     from tflite_opt.modes import Mode
+    from tflite_opt.quantize import conversion
 
     loaded = models.load_model(reference, progress=progress)
     with progress.task("Converting the reference model (fp32)"):
@@ -40,42 +40,56 @@ def _reference_from_model(reference: str, progress) -> bytes:
 
 @click.command("evaluate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", callback=_check_data, metavar="PATH",
-              help="Samples: .npz (labels in 'y' give accuracy), .npy, image folder, or 'random'. "
-                   "Without it only size, sparsity and latency are measured.")
-@click.option("--reference", type=click.Path(exists=True), metavar="FILE_OR_MODEL",
-              help="What ratios, deltas, agreement and SQNR are against (default: the first FILE). A Keras file or "
-                   "SavedModel is converted to fp32 in memory (that path imports TensorFlow).")
+@click.option(
+    "--data",
+    callback=_check_data,
+    metavar="PATH",
+    help="Samples: .npz (labels in 'y' give accuracy), .npy, image folder, or 'random'. "
+    "Without it only size, sparsity and latency are measured.",
+)
+@click.option(
+    "--reference",
+    type=click.Path(exists=True),
+    metavar="FILE_OR_MODEL",
+    help="What ratios, deltas, agreement and SQNR are against (default: the first FILE). A Keras file or "
+    "SavedModel is converted to fp32 in memory (that path imports TensorFlow).",
+)
 @_common.evaluation_options
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Also write the report: .json (SPEC schema), .csv or .md by suffix.")
-@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="unit", show_default=True,
-              help="Image folders: scale pixels to [0,1], [-1,1], ImageNet mean/std, or keep 0-255.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Also write the report: .json (SPEC schema), .csv or .md by suffix.",
+)
+@click.option(
+    "--preprocess",
+    type=click.Choice(PREPROCESS_CHOICES),
+    default="unit",
+    show_default=True,
+    help="Image folders: scale pixels to [0,1], [-1,1], ImageNet mean/std, or keep 0-255.",
+)
 @click.option("--num-samples", type=click.IntRange(min=1), metavar="N", help="Use only the first N samples.")
 @click.option("--signature", metavar="KEY", help="Signature to run (default: serving_default / the first).")
-@click.option("--output", "output_name", metavar="NAME",
-              help="Output that accuracy is computed on (default: the output name that sorts first).")
-@click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
-              help="Samples per invoke for files with a dynamic batch axis (default: by input size).")
+@click.option(
+    "--output",
+    "output_name",
+    metavar="NAME",
+    help="Output that accuracy is computed on (default: the output name that sorts first).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Samples per invoke for files with a dynamic batch axis (default: by input size).",
+)
+@_outputs.output_options
 @_common.handle_errors
-def command(
-    files: tuple[str, ...],
-    data: str | None,
-    reference: str | None,
-    threads: int,
-    runs: int,
-    warmup: int,
-    no_xnnpack: bool,
-    format_: str,
-    max_accuracy_drop: float | None,
-    gate_texts: tuple[str, ...],
-    report_path: str | None,
-    preprocess: str,
-    num_samples: int | None,
-    signature: str | None,
-    output_name: str | None,
-    batch_size: int | None,
-) -> None:
+def command(files: tuple[str, ...], data: str | None, reference: str | None, threads: int, runs: int, warmup: int,
+            no_xnnpack: bool, format_: str, max_accuracy_drop: float | None, gate_texts: tuple[str, ...],
+            report_path: str | None, preprocess: str, num_samples: int | None, signature: str | None,
+            output_name: str | None, batch_size: int | None, junit_path: str | None,
+            html_path: str | None) -> None:  # fmt: skip
     """Measure accuracy, size and latency of .tflite files in the LiteRT interpreter.
 
     Every file runs on the same data; integer-I/O files are fed quantized inputs and their outputs are
@@ -89,9 +103,10 @@ def command(
       tflite-opt evaluate *.tflite --data test.npz --format json --report report.json \\
           --max-accuracy-drop 0.01 --gate "size_ratio<=0.3"
     """
-    from tflite_opt import evaluation, gates
-    from tflite_opt import report as report_mod
     from tflite_opt.fileio import atomic_write_text, ensure_distinct
+    from tflite_opt.measure import evaluation
+    from tflite_opt.reporting import gates
+    from tflite_opt.reporting import report as report_mod
 
     gate_list = _common.parse_gate_options(gate_texts, max_accuracy_drop)
     paths = list(files)
@@ -112,12 +127,20 @@ def command(
         gates.check_variant_names(gate_list, names)
     except gates.GateSyntaxError as exc:
         raise click.BadParameter(str(exc), param_hint="'--gate'") from exc
-    if report_path is not None:
-        ensure_distinct(report_path, *paths)
+    for output in (report_path, junit_path, html_path):
+        if output is not None:
+            ensure_distinct(output, *paths)
 
     options = _common.make_evaluation_options(
-        threads, runs, warmup, no_xnnpack, preprocess, signature=signature, output=output_name,
-        num_samples=num_samples, batch_size=batch_size,
+        threads,
+        runs,
+        warmup,
+        no_xnnpack,
+        preprocess,
+        signature=signature,
+        output=output_name,
+        num_samples=num_samples,
+        batch_size=batch_size,
     )
     sources = [evaluation.VariantSource(name=n, path=p) for n, p in zip(names, paths)]
     if reference_content is not None:
@@ -127,10 +150,8 @@ def command(
     )
     result = evaluation.build_report(run, options, gate_list)
 
-    if format_ == "table":
-        print_renderable(report_mod.render_table(result))
-    else:
-        click.echo(report_mod.render_text(result, format_), nl=False)
+    _common.emit_report(result, format_)
     if report_path is not None:
         atomic_write_text(report_path, report_mod.render_text(result, report_mod.format_for_path(report_path)))
+    _outputs.write_ci_outputs(result, junit_path=junit_path, html_path=html_path, name="tflite-opt evaluate")
     _common.finish(result)

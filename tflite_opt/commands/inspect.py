@@ -6,37 +6,20 @@ import json
 
 import click
 
-from tflite_opt.commands._common import handle_errors
+from tflite_opt.commands._common import handle_errors, print_renderable
 
 
 def _fmt_shape(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
-def print_renderable(renderable) -> None:
-    """Print a rich table to stdout; when stdout is not a terminal, as wide as the table needs.
-
-    Rich assumes 80 columns for pipes and files and would cut cells to fit; a report piped into a file or a CI
-    log should keep every digit instead.
-    """
-    from rich.console import Console
-
-    from tflite_opt.ui import stdout_console
-
-    console = stdout_console
-    if not console.is_terminal:
-        width = max(80, console.measure(renderable, options=console.options.update_width(10_000)).maximum)
-        console = Console(soft_wrap=True, width=width, color_system=None)
-    console.print(renderable)
-
-
 def render_inspection(result):
-    """Rich renderables for a :class:`~tflite_opt.inspection.ModelInspection`."""
+    """Rich renderables for a :class:`~tflite_opt.measure.inspection.ModelInspection`."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    from tflite_opt.report import format_size
+    from tflite_opt.reporting.report import format_size
 
     tensors = Table(title="Inputs and outputs", title_justify="left", header_style="bold")
     for column in ("", "name", "shape", "dtype", "scale", "zero point"):
@@ -44,7 +27,10 @@ def render_inspection(result):
     for kind, specs in (("input", result.inputs), ("output", result.outputs)):
         for spec in specs:
             tensors.add_row(
-                kind, spec.name, _fmt_shape(spec.shape), spec.dtype,
+                kind,
+                spec.name,
+                _fmt_shape(spec.shape),
+                spec.dtype,
                 "—" if spec.scale is None else f"{spec.scale:.6g}",
                 "—" if spec.zero_point is None else str(spec.zero_point),
             )
@@ -68,7 +54,8 @@ def render_inspection(result):
         (f"{result.path}", "bold"),
         f"  {format_size(result.size_bytes)}, signature {result.signature or '(none: tensor names)'}, "
         f"mode looks like {result.mode or 'unknown'}\n",
-        "integer-only: ", ("yes" if result.integer_only else "no", "green" if result.integer_only else "yellow"),
+        "integer-only: ",
+        ("yes" if result.integer_only else "no", "green" if result.integer_only else "yellow"),
         f"   zero weights: {sparsity}   subgraphs: {result.subgraphs}",
     )
     return Group(summary, tensors, ops, weights)
@@ -91,8 +78,8 @@ def command(file: str, format_: str, signature: str | None) -> None:
       tflite-opt inspect model_int8.tflite
       tflite-opt inspect model_int8.tflite --format json | jq .integer_only
     """
-    from tflite_opt.inspection import inspect_model
-    from tflite_opt.runtime import read_model_bytes
+    from tflite_opt.measure.inspection import inspect_model
+    from tflite_opt.measure.runtime import read_model_bytes
 
     result = inspect_model(read_model_bytes(file), path=file, signature=signature)
     if format_ == "json":

@@ -5,6 +5,7 @@ an image folder (flat = unlabelled, ``DIR/<class>/*`` = labelled), or the word `
 No TensorFlow import here: ``evaluate`` uses these loaders too.
 """
 
-from tflite_opt.representative_data.dataset import Dataset, load_data, split_validation
+from tflite_opt.representative_data.dataset import Dataset, split_validation
+from tflite_opt.representative_data.loading import load_data
 
 __all__ = ["Dataset", "load_data", "split_validation"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from tflite_opt.errors import DataError
+from tflite_opt.errors import DataError, first_line
 from tflite_opt.representative_data.dataset import PREPROCESS_CHOICES, Dataset
 from tflite_opt.specs import TensorSpec
 
@@ -60,18 +60,10 @@ def load_image_folder(
         labels = None if labels is None else labels[:limit]
     if not files:
         raise DataError(f"no images (.jpg, .png, .bmp) in {folder}")
-    from PIL import Image, UnidentifiedImageError
-
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
     array = np.empty((len(files), height, width, channels), dtype=np.float32)
     for index, file in enumerate(files):
-        try:
-            with Image.open(file) as image:
-                image = image.convert(mode).resize((width, height), Image.BILINEAR)
-                pixels = np.asarray(image, dtype=np.float32)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"cannot read image {file} (sample {index}): {exc}") from exc
-        array[index] = pixels.reshape(height, width, channels)
+        array[index] = _read_image(file, index, mode, height, width).reshape(height, width, channels)
     if np.dtype(spec.dtype).kind == "f":
         array = _preprocess(array, preprocess, channels)
     return Dataset(
@@ -80,6 +72,31 @@ def load_image_folder(
         source=str(folder),
         class_names=class_names,
     )
+
+
+def _read_image(file: Path, index: int, mode: str, height: int, width: int) -> np.ndarray:
+    """One image as float32 pixels in 0-255, converted to ``mode`` and resized (the first frame of an animation).
+
+    16-bit images are scaled to 8-bit range first (PIL's own conversion would clip them to white); CMYK, palette
+    and grey images are converted like any other.
+
+    Raises:
+        DataError: naming the file, for anything PIL cannot decode (truncated, not an image, empty, a bomb).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                wide = np.asarray(image, dtype=np.float32)
+                peak = 65535.0 if image.mode.startswith("I;16") or wide.max() > 255 else 255.0
+                image = Image.fromarray(np.clip(wide * (255.0 / peak), 0, 255).astype(np.uint8), mode="L")
+            image = image.convert(mode).resize((width, height), Image.BILINEAR)
+            return np.asarray(image, dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        reason = first_line(exc).replace(str(file), "").strip(" :'\"") or type(exc).__name__
+        raise DataError(f"cannot read image {file} (sample {index}): {reason}; remove or replace the file") from exc
 
 
 def _preprocess(array: np.ndarray, preprocess: str, channels: int) -> np.ndarray:

@@ -13,19 +13,32 @@ graph, a Keras-3-only option with a non-default value) raises ``TrainingError`` 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from tflite_opt.errors import TrainingError
+from tflite_opt.compat import tf as compat_tf
+from tflite_opt.errors import TrainingError, first_line
+from tflite_opt.models.loading import is_keras3_model
 
 DEFAULT_TOLERANCE = 1e-5
 
 # tf_keras' base Layer accepts these keyword arguments besides trainable/name/dtype/dynamic.
 _BASE_LAYER_KWARGS = {
-    "trainable", "name", "dtype", "dynamic", "input_dim", "input_shape", "batch_input_shape", "batch_size",
-    "weights", "activity_regularizer", "autocast", "implementation",
+    "trainable",
+    "name",
+    "dtype",
+    "dynamic",
+    "input_dim",
+    "input_shape",
+    "batch_input_shape",
+    "batch_size",
+    "weights",
+    "activity_regularizer",
+    "autocast",
+    "implementation",
 }
 _FLOAT_POLICIES = {"float16", "bfloat16", "float32", "float64", "mixed_float16", "mixed_bfloat16"}
 # Nested objects inside a layer config, by the tf_keras module that can rebuild them.
@@ -51,12 +64,6 @@ class BridgeReport:
     max_abs_diff: float
     samples: int
     tolerance: float = DEFAULT_TOLERANCE
-
-
-def is_keras3_model(model: Any) -> bool:
-    """Whether ``model`` is a Keras 3 object (as opposed to tf_keras)."""
-    # A subclassed model is defined in user code: look at its bases too.
-    return any(klass.__module__.split(".")[0] == "keras" for klass in type(model).__mro__)
 
 
 def check_bridgeable(model: Any) -> None:
@@ -202,17 +209,19 @@ def _rebuild(model: Any, tf_keras) -> tuple[Any, int]:
 
     inputs = [
         tf_keras.Input(
-            batch_shape=tuple(tensor.shape), dtype=_dtype_name(tensor.dtype), name=tensor.name,
+            batch_shape=tuple(tensor.shape),
+            dtype=_dtype_name(tensor.dtype),
+            name=tensor.name,
         )
         for tensor in functional.inputs
     ]
     try:
-        outputs = functional._run_through_graph(inputs, operation_fn=twin_of)
+        outputs = compat_tf.run_through_graph(functional, inputs, operation_fn=twin_of)
     except TrainingError:
         raise
     except Exception as exc:  # noqa: BLE001 - a tf_keras layer refused the Keras 3 wiring
-        raise TrainingError(f"cannot rebuild '{model.name}' in tf_keras: {_first_line(exc)}") from exc
-    input_struct = tree.pack_sequence_as(functional._inputs_struct, inputs)
+        raise TrainingError(f"cannot rebuild '{model.name}' in tf_keras: {first_line(exc)}") from exc
+    input_struct = tree.pack_sequence_as(compat_tf.functional_inputs_struct(functional), inputs)
     rebuilt = tf_keras.Model(inputs=input_struct, outputs=outputs, name=model.name)
     for operation in functional.operations:
         if id(operation) in twins and not isinstance(operation, keras.Model):
@@ -229,7 +238,7 @@ def _make_twin(layer: Any, tf_keras):
         return cls.from_config(config)
     except Exception as exc:  # noqa: BLE001 - from_config raises TypeError/ValueError for unknown settings
         raise TrainingError(
-            f"layer '{layer.name}' ({type(layer).__name__}) cannot be rebuilt in tf_keras: {_first_line(exc)}"
+            f"layer '{layer.name}' ({type(layer).__name__}) cannot be rebuilt in tf_keras: {first_line(exc)}"
         ) from exc
 
 
@@ -370,25 +379,20 @@ def _arrange(model: Any, feed: dict[str, np.ndarray]):
 
     functional = _functional_of(model)
     flat = [feed[tensor.name] for tensor in functional.inputs]
-    return tree.pack_sequence_as(functional._inputs_struct, flat)
+    return tree.pack_sequence_as(compat_tf.functional_inputs_struct(functional), flat)
 
 
 def _arrange_tf_keras(model: Any, feed: dict[str, np.ndarray]):
     import tensorflow as tf
 
     flat = [feed[name] for name in model.input_names]
-    return tf.nest.pack_sequence_as(model._nested_inputs, flat)
+    return tf.nest.pack_sequence_as(compat_tf.tf_keras_nested_inputs(model), flat)
 
 
 def _flat_outputs(outputs: Any) -> list[np.ndarray]:
     import tensorflow as tf
 
     return [np.asarray(t) for t in tf.nest.flatten(outputs)]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def _clone_with_weights(keras, template: Any, model: Any):
@@ -422,7 +426,7 @@ def _rebuild_from_h5(keras, model: Any):
         model.save(str(folder / "model.h5"))
         return keras.saving.load_model(str(folder / "model.h5"), compile=False)
     except Exception as exc:  # noqa: BLE001 - h5 writing and Keras 3's legacy reader raise many types
-        raise TrainingError(f"Keras 3 cannot rebuild '{model.name}': {_first_line(exc)}") from exc
+        raise TrainingError(f"Keras 3 cannot rebuild '{model.name}': {first_line(exc)}") from exc
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -444,7 +448,7 @@ def to_keras3(
     Raises:
         TrainingError: Keras 3 cannot rebuild the model, or its outputs differ.
     """
-    from tflite_opt import tf_runtime
+    from tflite_opt.models import tf_runtime
 
     keras = tf_runtime.import_keras3()
     rebuilt = _clone_with_weights(keras, template, model) if template is not None else None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
+from tflite_opt.compat import tf as compat_tf
 from tflite_opt.errors import TrainingError
 from tflite_opt.progress import ensure
 from tflite_opt.training.fit import FitConfig, FitHistory, fine_tune, import_training_stack
@@ -116,39 +118,14 @@ def cluster_model(
     except ValueError as exc:
         raise TrainingError(f"unknown --init {init!r}; choose one of {', '.join(INIT_NAMES)}") from exc
     _, _, tfmot = import_training_stack()
-    clustered: set[str] = set()
-    skipped: list[str] = []
-
-    def wrap(base, total_steps):
-        check_layer_names(base, skip_layers)
-        by_layer = {id(layer): name for name, layer in iter_layers(base)}
-
-        def wrap_layer(layer):
-            name = by_layer.get(id(layer), layer.name)
-            if not _clusterable(layer):
-                return None
-            if name in skip_layers or layer.name in skip_layers:
-                skipped.append(name)
-                return None
-            size = sum(int(getattr(layer, a).shape.num_elements()) for a in KERNEL_ATTRIBUTES[type(layer).__name__])
-            if size <= clusters:
-                skipped.append(name)
-                progress.info(f"layer {name}: {size} weights are not more than {clusters} clusters; left alone")
-                return None
-            clustered.add(name)
-            return tfmot.clustering.keras.cluster_weights(
-                layer, number_of_clusters=clusters, cluster_centroids_init=centroid_init.tfmot_value(tfmot),
-                preserve_sparsity=preserve_sparsity,
-            )
-
-        wrapped = clone_wrapping(base, wrap_layer)
-        if not clustered:
-            raise TrainingError(
-                "no layer to cluster: clustering works on Conv, Dense and Embedding kernels"
-                + (f" (skipped: {', '.join(skipped)})" if skipped else "")
-            )
-        return wrapped
-
+    wrap = _ClusterWrap(
+        tfmot,
+        clusters=clusters,
+        init=centroid_init,
+        preserve_sparsity=preserve_sparsity,
+        skip_layers=skip_layers,
+        progress=progress,
+    )
     tuned = fine_tune(
         keras_model, train, wrap=wrap, config=config, val=val, progress=progress, description="Clustering"
     )
@@ -157,9 +134,58 @@ def cluster_model(
     except Exception as exc:  # noqa: BLE001
         raise TrainingError(f"cannot strip the clustering wrappers: {exc}") from exc
     return ClusterResult(
-        model=stripped, per_layer=weight_stats(stripped, clustered), history=tuned.history, clusters=clusters,
-        init=centroid_init.value, skipped=skipped,
+        model=stripped,
+        per_layer=weight_stats(stripped, wrap.clustered),
+        history=tuned.history,
+        clusters=clusters,
+        init=centroid_init.value,
+        skipped=wrap.skipped,
     )
+
+
+@dataclass
+class _ClusterWrap:
+    """``fine_tune``'s ``wrap`` step: cluster every clusterable kernel of the tf_keras copy, recording which
+    layers were clustered and which were left alone (``skip_layers``, or too few weights)."""
+
+    tfmot: Any
+    clusters: int
+    init: CentroidInit
+    preserve_sparsity: bool
+    skip_layers: Sequence[str]
+    progress: "Progress"
+    clustered: set[str] = field(default_factory=set)
+    skipped: list[str] = field(default_factory=list)
+
+    def __call__(self, base: Any, total_steps: int) -> Any:
+        check_layer_names(base, self.skip_layers)
+        by_layer = {id(layer): name for name, layer in iter_layers(base)}
+        wrapped = clone_wrapping(base, lambda layer: self._wrap_layer(layer, by_layer.get(id(layer), layer.name)))
+        if not self.clustered:
+            raise TrainingError(
+                "no layer to cluster: clustering works on Conv, Dense and Embedding kernels"
+                + (f" (skipped: {', '.join(self.skipped)})" if self.skipped else "")
+            )
+        return wrapped
+
+    def _wrap_layer(self, layer: Any, name: str) -> Any:
+        if not _clusterable(layer):
+            return None
+        if name in self.skip_layers or layer.name in self.skip_layers:
+            self.skipped.append(name)
+            return None
+        size = sum(int(getattr(layer, a).shape.num_elements()) for a in KERNEL_ATTRIBUTES[type(layer).__name__])
+        if size <= self.clusters:
+            self.skipped.append(name)
+            self.progress.info(f"layer {name}: {size} weights are not more than {self.clusters} clusters; left alone")
+            return None
+        self.clustered.add(name)
+        return self.tfmot.clustering.keras.cluster_weights(
+            layer,
+            number_of_clusters=self.clusters,
+            cluster_centroids_init=self.init.tfmot_value(self.tfmot),
+            preserve_sparsity=self.preserve_sparsity,
+        )
 
 
 def _clusterable(layer: Any) -> bool:
@@ -171,6 +197,7 @@ def _clusterable(layer: Any) -> bool:
         return False
     # tfmot "supports" DepthwiseConv2D with an empty weight list: it wraps the layer but clusters nothing
     # ("non-clusterable due to big unrecoverable accuracy loss"), so it must not count as clustered.
-    if type(layer) in registry._LAYERS_WEIGHTS_MAP and not registry._LAYERS_WEIGHTS_MAP[type(layer)]:
+    weights_map = compat_tf.clustering_weights_map(registry)
+    if type(layer) in weights_map and not weights_map[type(layer)]:
         return False
     return all(getattr(layer, attribute, None) is not None for attribute in KERNEL_ATTRIBUTES[name])

@@ -1,5 +1,8 @@
 """Fine-tuning shared by pruning, QAT and clustering: data checks, loss choice, tf.distribute, progress.
 
+``run_fit`` (``fit`` with progress, per-epoch history, one-line errors and divergence check) and ``strategy_name``
+are shared with distillation, which trains the student in its own Keras on its own loss.
+
 Every technique follows the same steps, in this order, so that a bad input fails before any training:
 
 1. check the labelled data against the model (labels present, counts equal, class ids in range);
@@ -11,34 +14,23 @@ Every technique follows the same steps, in this order, so that a bad input fails
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tflite_opt.errors import DataError, TrainingError
+from tflite_opt.errors import DataError, TfliteOptError, TrainingError, first_line
 from tflite_opt.progress import ensure
 from tflite_opt.representative_data import Dataset, split_validation
 from tflite_opt.training.bridge import BridgeReport, check_bridgeable, is_keras3_model, to_tf_keras
+from tflite_opt.training.loss_choice import LOSS_NAMES, LossChoice, choose_loss, keras_loss_and_metric
 
 if TYPE_CHECKING:  # pragma: no cover
     from tflite_opt.progress import Progress
 
 BRIDGE_CHECK_SAMPLES = 32
-
-
-class LossChoice(str, Enum):
-    """``--loss`` values. ``auto``: the model's compiled loss, else cross-entropy matching the output layer."""
-
-    AUTO = "auto"
-    SPARSE_LOGITS = "sparse-ce-logits"
-    SPARSE_PROBABILITIES = "sparse-ce-probabilities"
-    BINARY_LOGITS = "binary-ce-logits"
-    BINARY_PROBABILITIES = "binary-ce-probabilities"
-
-
-LOSS_NAMES = [choice.value for choice in LossChoice]
 
 
 class Distribute(str, Enum):
@@ -83,9 +75,7 @@ class FitConfig:
         if self.loss not in LOSS_NAMES:
             raise TrainingError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
         if self.distribute not in DISTRIBUTE_NAMES:
-            raise TrainingError(
-                f"unknown strategy {self.distribute!r}; choose one of {', '.join(DISTRIBUTE_NAMES)}"
-            )
+            raise TrainingError(f"unknown strategy {self.distribute!r}; choose one of {', '.join(DISTRIBUTE_NAMES)}")
 
 
 @dataclass
@@ -128,19 +118,6 @@ class FitHistory:
         return self.epochs[-1].val_accuracy if self.epochs else None
 
 
-@dataclass
-class LossSpec:
-    """A classification loss on class-id labels."""
-
-    binary: bool
-    from_logits: bool
-    source: str
-
-    def describe(self) -> str:
-        name = "binary_crossentropy" if self.binary else "sparse_categorical_crossentropy"
-        return f"{name}(from_logits={self.from_logits})"
-
-
 # A technique turns the private tf_keras copy into the model to train; it gets the total number of steps.
 WrapFn = Callable[[Any, int], Any]
 
@@ -155,7 +132,7 @@ class FineTuned:
 
 def import_training_stack():
     """TensorFlow, tf_keras and tfmot, imported the way tfmot needs them."""
-    from tflite_opt import tf_runtime
+    from tflite_opt.models import tf_runtime
 
     tf = tf_runtime.import_tensorflow(legacy_keras=True)
     tf_keras = tf_runtime.import_tf_keras()
@@ -215,7 +192,7 @@ def split(train: Dataset, val: Dataset | None, config: FitConfig) -> tuple[Datas
 
 def make_strategy(name: str):
     """The tf.distribute strategy for ``--distribute`` (nothing home-made, SPEC §6)."""
-    from tflite_opt import tf_runtime
+    from tflite_opt.models import tf_runtime
 
     tf = tf_runtime.import_tensorflow()
     if name == Distribute.MIRRORED.value:
@@ -240,99 +217,11 @@ def trainable_copy(keras_model: Any, sample_inputs: dict[str, np.ndarray] | None
     except Exception as exc:  # noqa: BLE001 - clone_model refuses subclassed and unregistered custom layers
         raise TrainingError(
             f"cannot copy tf_keras model '{getattr(keras_model, 'name', '?')}' (class "
-            f"{type(keras_model).__name__}) for fine-tuning: {_first_line(exc)}; tfmot needs a Sequential or "
+            f"{type(keras_model).__name__}) for fine-tuning: {first_line(exc)}; tfmot needs a Sequential or "
             "Functional model"
         ) from exc
     copy.set_weights(keras_model.get_weights())
     return copy, None
-
-
-def output_layer(model: Any):
-    """The layer that produces a tf_keras model's (single) output, looking inside nested models."""
-    layer = model.get_layer(model.output_names[0]) if getattr(model, "output_names", None) else model.layers[-1]
-    while hasattr(layer, "output_names") and hasattr(layer, "get_layer"):
-        layer = layer.get_layer(layer.output_names[0])
-    return layer
-
-
-def _activation_name(layer: Any) -> str:
-    if type(layer).__name__ == "Softmax":
-        return "softmax"
-    activation = getattr(layer, "activation", None)
-    return getattr(activation, "__name__", str(activation or "linear"))
-
-
-def choose_loss(source_model: Any, base_model: Any, num_classes: int, choice: str, progress=None) -> LossSpec:
-    """The loss to fine-tune with.
-
-    ``auto``: the source model's compiled loss when it is a cross-entropy on class ids (categorical
-    cross-entropy becomes its sparse twin, because labels are class ids), otherwise cross-entropy whose
-    ``from_logits`` follows the output layer's activation (softmax/sigmoid -> probabilities).
-    """
-    choice = LossChoice(choice)
-    if choice != LossChoice.AUTO:
-        return LossSpec(
-            binary=choice in (LossChoice.BINARY_LOGITS, LossChoice.BINARY_PROBABILITIES),
-            from_logits=choice in (LossChoice.SPARSE_LOGITS, LossChoice.BINARY_LOGITS),
-            source="flag",
-        )
-    compiled = compiled_loss(source_model)
-    if compiled is not None:
-        if compiled.binary == (num_classes == 1):
-            return compiled
-        ensure(progress).warn(
-            f"the model's compiled loss {compiled.describe()} does not fit its {num_classes}-wide output; "
-            "choosing the loss from the output layer (pass --loss to choose)"
-        )
-    activation = _activation_name(output_layer(base_model))
-    if num_classes == 1:
-        return LossSpec(binary=True, from_logits=activation != "sigmoid", source="detected")
-    return LossSpec(binary=False, from_logits=activation != "softmax", source="detected")
-
-
-_SPARSE = {"sparsecategoricalcrossentropy", "sparse_categorical_crossentropy", "categoricalcrossentropy",
-           "categorical_crossentropy"}
-_BINARY = {"binarycrossentropy", "binary_crossentropy"}
-
-
-def compiled_loss(model: Any) -> LossSpec | None:
-    """The model's compiled cross-entropy loss as a ``LossSpec`` (``None`` if uncompiled or another loss)."""
-    loss = getattr(model, "loss", None)
-    if isinstance(loss, dict) and len(loss) == 1:
-        loss = next(iter(loss.values()))
-    if isinstance(loss, (list, tuple)) and len(loss) == 1:
-        loss = loss[0]
-    if loss is None or isinstance(loss, (dict, list, tuple)):
-        return None
-    if isinstance(loss, str):
-        name, from_logits = loss, False
-    elif callable(loss) and hasattr(loss, "get_config"):
-        name = type(loss).__name__
-        try:
-            from_logits = bool(loss.get_config().get("from_logits", False))
-        except Exception:  # noqa: BLE001 - a custom loss with a broken get_config
-            return None
-        fn = getattr(loss, "fn", None)  # LossFunctionWrapper around a function
-        if name == "LossFunctionWrapper" and fn is not None:
-            name = getattr(fn, "__name__", name)
-    else:
-        name, from_logits = getattr(loss, "__name__", ""), False
-    key = name.lower()
-    if key in _SPARSE:
-        return LossSpec(binary=False, from_logits=from_logits, source="compiled")
-    if key in _BINARY:
-        return LossSpec(binary=True, from_logits=from_logits, source="compiled")
-    return None
-
-
-def _keras_loss_and_metric(tf_keras, spec: LossSpec):
-    if spec.binary:
-        loss = tf_keras.losses.BinaryCrossentropy(from_logits=spec.from_logits)
-        metric = tf_keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if spec.from_logits else 0.5)
-    else:
-        loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=spec.from_logits)
-        metric = tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    return loss, metric
 
 
 def model_feed(model: Any, dataset: Dataset):
@@ -379,20 +268,11 @@ def fine_tune(
         TrainingError: the model cannot be bridged/copied/wrapped, or training diverged.
     """
     progress = ensure(progress)
-    config.validate()
-    if is_keras3_model(keras_model):
-        check_bridgeable(keras_model)  # name an unbridgeable layer before touching the data
-    _, num_classes = single_output(keras_model)
-    check_training_data(train, num_classes)
-    if val is not None:
-        check_training_data(val, num_classes, role="validation")
-    train_set, val_set = split(train, val, config)
-
+    num_classes, train_set, val_set = _checked_data(keras_model, train, val, config)
     _, tf_keras, _ = import_training_stack()
     tf_keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.distribute)
-    steps_per_epoch = max(1, -(-len(train_set) // config.batch_size))
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = steps_per_epoch(len(train_set), config.batch_size) * config.epochs
     check_batch = {k: v[:BRIDGE_CHECK_SAMPLES] for k, v in train_set.inputs.items()}
     with strategy.scope():
         base, bridge = trainable_copy(keras_model, check_batch)
@@ -403,47 +283,145 @@ def fine_tune(
             )
         loss_spec = choose_loss(keras_model, base, num_classes, config.loss, progress)
         model = wrap(base, total_steps)
-        loss, metric = _keras_loss_and_metric(tf_keras, loss_spec)
+        loss, metric = keras_loss_and_metric(tf_keras, loss_spec)
         model.compile(
             optimizer=tf_keras.optimizers.Adam(learning_rate=config.learning_rate), loss=loss, metrics=[metric]
         )
-    history = FitHistory(
-        loss=loss_spec.describe(), loss_source=loss_spec.source, train_samples=len(train_set),
-        val_samples=0 if val_set is None else len(val_set), strategy=_strategy_name(strategy),
-        replicas=int(strategy.num_replicas_in_sync), bridge=bridge,
+    history = new_history(
+        strategy,
+        loss=loss_spec.describe(),
+        loss_source=loss_spec.source,
+        train_samples=len(train_set),
+        val_samples=0 if val_set is None else len(val_set),
+        bridge=bridge,
     )
     progress.info(
         f"{description}: {history.train_samples} samples, {config.epochs} epoch(s), loss {history.loss} "
         f"({history.loss_source}), strategy {history.strategy} ({history.replicas} replica(s))"
     )
     validation = None if val_set is None else (model_feed(model, val_set), val_set.labels)
-    with progress.task(description, total=total_steps) as task:
-        reporter = epoch_progress_callback(tf_keras, progress, task, config.epochs, history)
-        try:
-            model.fit(
-                model_feed(model, train_set), train_set.labels,
-                batch_size=config.batch_size, epochs=config.epochs, validation_data=validation,
-                shuffle=True, verbose=0, callbacks=[*callbacks, reporter, tf_keras.callbacks.TerminateOnNaN()],
-            )
-        except (DataError, TrainingError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - TF raises many types from inside fit
-            raise TrainingError(f"{description} failed: {_first_line(exc)}") from exc
-    if not history.epochs or not np.isfinite(history.epochs[-1].loss):
-        raise TrainingError(
-            f"{description} diverged (loss is NaN or Inf); lower --learning-rate or check the data's scale"
-        )
+    run_fit(
+        tf_keras,
+        model,
+        model_feed(model, train_set),
+        train_set.labels,
+        history=history,
+        epochs=config.epochs,
+        total_steps=total_steps,
+        description=description,
+        progress=progress,
+        callbacks=callbacks,
+        batch_size=config.batch_size,
+        validation_data=validation,
+        shuffle=True,
+    )
     return FineTuned(model=model, history=history)
 
 
-def _strategy_name(strategy) -> str:
+def _checked_data(
+    keras_model: Any, train: Dataset, val: Dataset | None, config: FitConfig
+) -> tuple[int, Dataset, Dataset | None]:
+    """Check the settings, the model and the data before any training: (classes, train split, validation split)."""
+    config.validate()
+    if is_keras3_model(keras_model):
+        check_bridgeable(keras_model)  # name an unbridgeable layer before touching the data
+    _, num_classes = single_output(keras_model)
+    check_training_data(train, num_classes)
+    if val is not None:
+        check_training_data(val, num_classes, role="validation")
+    train_set, val_set = split(train, val, config)
+    return num_classes, train_set, val_set
+
+
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    """Optimizer steps in one pass over ``samples`` (the last batch may be partial; at least one)."""
+    return max(1, -(-samples // batch_size))
+
+
+def strategy_name(strategy) -> str:
+    """``MirroredStrategy``, or ``default`` (the ``--distribute`` value) for TensorFlow's private default strategy."""
     name = type(strategy).__name__
     return "default" if name.startswith("_Default") else name
+
+
+def new_history(
+    strategy, *, loss: str, loss_source: str, train_samples: int, val_samples: int, bridge: BridgeReport | None = None
+) -> FitHistory:
+    """An empty ``FitHistory`` for one training run under ``strategy`` (epochs are appended while it trains)."""
+    return FitHistory(
+        loss=loss,
+        loss_source=loss_source,
+        train_samples=train_samples,
+        val_samples=val_samples,
+        strategy=strategy_name(strategy),
+        replicas=int(strategy.num_replicas_in_sync),
+        bridge=bridge,
+    )
+
+
+DIVERGED_HINT = "lower --learning-rate or check the data's scale"
+
+
+def run_fit(
+    keras,
+    model: Any,
+    inputs: Any,
+    targets: Any = None,
+    *,
+    history: FitHistory,
+    epochs: int,
+    total_steps: int,
+    description: str,
+    progress: "Progress",
+    callbacks: Sequence[Any] = (),
+    diverged_hint: str = DIVERGED_HINT,
+    **fit_options: Any,
+) -> None:
+    """``model.fit`` (compiled, in its strategy) with a progress bar, per-epoch lines and one-line errors.
+
+    Every fine-tuning (tfmot techniques and distillation) trains through this: the bar advances per batch, each
+    epoch is appended to ``history`` and reported, a NaN loss stops training and is reported as divergence.
+
+    Args:
+        keras: the Keras module the model belongs to (tf_keras or Keras 3).
+        model: the compiled model.
+        inputs: ``fit``'s ``x`` (an array, a dict of arrays, or a ``tf.data.Dataset`` of (inputs, targets)).
+        targets: ``fit``'s ``y`` (``None`` with a dataset).
+        history: where the epochs are recorded.
+        epochs: passes to make.
+        total_steps: optimizer steps over all epochs (the progress bar's length).
+        description: the progress bar's label and the start of error messages.
+        progress: progress reporter.
+        callbacks: extra Keras callbacks, run before the progress reporter.
+        diverged_hint: how to fix a diverged run.
+        **fit_options: more ``fit`` arguments (``batch_size``, ``validation_data``, ``steps_per_epoch`` ...).
+
+    Raises:
+        TrainingError: ``fit`` failed (its first line), or the loss is NaN or Inf after training.
+    """
+    with progress.task(description, total=total_steps) as task:
+        reporter = epoch_progress_callback(keras, progress, task, epochs, history)
+        try:
+            model.fit(
+                inputs,
+                targets,
+                epochs=epochs,
+                verbose=0,
+                callbacks=[*callbacks, reporter, keras.callbacks.TerminateOnNaN()],
+                **fit_options,
+            )
+        except TfliteOptError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - TF raises many types from inside fit
+            raise TrainingError(f"{description} failed: {first_line(exc)}") from exc
+    if not history.epochs or not np.isfinite(history.epochs[-1].loss):
+        raise TrainingError(f"{description} diverged (loss is NaN or Inf); {diverged_hint}")
 
 
 def epoch_progress_callback(tf_keras, progress, task, epochs: int, history: FitHistory):
     """A Keras callback (of the given Keras module) that advances ``task`` per batch, records each epoch in
     ``history`` and reports "epoch i/N: loss ..., val accuracy ..." through ``progress``."""
+
     def number(logs, key):
         value = logs.get(key)
         return None if value is None else float(value)
@@ -455,8 +433,10 @@ def epoch_progress_callback(tf_keras, progress, task, epochs: int, history: FitH
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             stats = EpochStats(
-                epoch=epoch + 1, loss=number(logs, "loss") if "loss" in logs else float("nan"),
-                accuracy=number(logs, "accuracy"), val_loss=number(logs, "val_loss"),
+                epoch=epoch + 1,
+                loss=number(logs, "loss") if "loss" in logs else float("nan"),
+                accuracy=number(logs, "accuracy"),
+                val_loss=number(logs, "val_loss"),
                 val_accuracy=number(logs, "val_accuracy"),
             )
             history.epochs.append(stats)
@@ -469,8 +449,3 @@ def epoch_progress_callback(tf_keras, progress, task, epochs: int, history: FitH
             progress.info(line)
 
     return ReportProgress()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

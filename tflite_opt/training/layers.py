@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from tflite_opt.errors import TrainingError
+from tflite_opt.errors import TrainingError, first_line
 
 # The weights each technique works on, by tf_keras layer class name (the ones tfmot's registries prune/cluster).
 KERNEL_ATTRIBUTES = {
@@ -95,8 +96,12 @@ def weight_stats(model: Any, optimized: set[str] | None = None) -> list[LayerWei
                 continue
             rows.append(
                 LayerWeights(
-                    layer=qualified, layer_type=type(layer).__name__, weight=attribute,
-                    shape=tuple(values.shape), size=int(values.size), zeros=int(np.count_nonzero(values == 0)),
+                    layer=qualified,
+                    layer_type=type(layer).__name__,
+                    weight=attribute,
+                    shape=tuple(values.shape),
+                    size=int(values.size),
+                    zeros=int(np.count_nonzero(values == 0)),
                     unique_values=int(np.unique(values).size),
                     optimized=optimized is not None and (qualified in optimized or layer.name in optimized),
                 )
@@ -137,8 +142,7 @@ def clone_wrapping(model: Any, wrap_layer: Callable[[Any], Any | None]) -> Any:
     except TrainingError:
         raise
     except Exception as exc:  # noqa: BLE001
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrainingError(f"cannot wrap model '{model.name}' for tfmot: {text[:300]}") from exc
+        raise TrainingError(f"cannot wrap model '{model.name}' for tfmot: {first_line(exc)}") from exc
 
 
 def input_axis_size(layer: Any, weight: str = "kernel") -> int | None:

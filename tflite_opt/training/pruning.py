@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
+from tflite_opt.compat import tf as compat_tf
 from tflite_opt.errors import TrainingError
 from tflite_opt.progress import ensure
 from tflite_opt.training.fit import FitConfig, FitHistory, fine_tune, import_training_stack
@@ -130,54 +132,87 @@ def prune_model(
     if structure is not None and tuple(structure) != STRUCTURE_2_4:
         raise TrainingError(f"structure {structure} is not supported; the only structured pattern is 2:4")
     _, _, tfmot = import_training_stack()
-    pruned: set[str] = set()
-    skipped: list[str] = []
-
-    def wrap(base, total_steps):
-        check_layer_names(base, skip_layers)
-        prunable = {name for name, layer in iter_layers(base) if _prunable(tfmot, layer)}
-        params = {"pruning_schedule": pruning_schedule(tfmot, schedule, 0.5 if structure else sparsity, total_steps)}
-        if structure is not None:
-            params["sparsity_m_by_n"] = tuple(structure)
-        by_layer = {id(layer): name for name, layer in iter_layers(base)}
-
-        def wrap_layer(layer):
-            name = by_layer.get(id(layer), layer.name)
-            if name not in prunable:
-                return None
-            if name in skip_layers or layer.name in skip_layers:
-                skipped.append(name)
-                return None
-            if structure is not None and (input_axis_size(layer) or 0) % structure[1] != 0:
-                skipped.append(name)
-                progress.info(
-                    f"layer {name}: input axis of {input_axis_size(layer)} is not a multiple of "
-                    f"{structure[1]}; left dense"
-                )
-                return None
-            pruned.add(name)
-            return tfmot.sparsity.keras.prune_low_magnitude(layer, **params)
-
-        wrapped = clone_wrapping(base, wrap_layer)
-        if not pruned:
-            raise TrainingError(
-                "no layer to prune: pruning works on Conv and Dense kernels"
-                + (f" (skipped: {', '.join(skipped)})" if skipped else "")
-            )
-        return wrapped
-
+    wrap = _PruneWrap(
+        tfmot, sparsity=sparsity, schedule=schedule, structure=structure, skip_layers=skip_layers, progress=progress
+    )
     tuned = fine_tune(
-        keras_model, train, wrap=wrap, config=config, val=val, progress=progress,
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], description="Pruning",
+        keras_model,
+        train,
+        wrap=wrap,
+        config=config,
+        val=val,
+        progress=progress,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        description="Pruning",
     )
     try:
         stripped = tfmot.sparsity.keras.strip_pruning(tuned.model)
     except Exception as exc:  # noqa: BLE001
         raise TrainingError(f"cannot strip the pruning wrappers: {exc}") from exc
     return PruneResult(
-        model=stripped, per_layer=weight_stats(stripped, pruned), history=tuned.history,
-        target_sparsity=0.5 if structure else sparsity, structure=structure, schedule=schedule, skipped=skipped,
+        model=stripped,
+        per_layer=weight_stats(stripped, wrap.pruned),
+        history=tuned.history,
+        target_sparsity=0.5 if structure else sparsity,
+        structure=structure,
+        schedule=schedule,
+        skipped=wrap.skipped,
     )
+
+
+@dataclass
+class _PruneWrap:
+    """``fine_tune``'s ``wrap`` step: wrap every prunable kernel of the tf_keras copy in ``prune_low_magnitude``,
+    recording which layers were pruned and which were left dense (``skip_layers``, or not 2:4-compatible)."""
+
+    tfmot: Any
+    sparsity: float
+    schedule: str
+    structure: tuple[int, int] | None
+    skip_layers: Sequence[str]
+    progress: "Progress"
+    pruned: set[str] = field(default_factory=set)
+    skipped: list[str] = field(default_factory=list)
+
+    def __call__(self, base: Any, total_steps: int) -> Any:
+        tfmot, structure = self.tfmot, self.structure
+        check_layer_names(base, self.skip_layers)
+        prunable = {name for name, layer in iter_layers(base) if _prunable(tfmot, layer)}
+        params = {
+            "pruning_schedule": pruning_schedule(tfmot, self.schedule, 0.5 if structure else self.sparsity, total_steps)
+        }
+        if structure is not None:
+            params["sparsity_m_by_n"] = tuple(structure)
+        by_layer = {id(layer): name for name, layer in iter_layers(base)}
+
+        def wrap_layer(layer):
+            name = by_layer.get(id(layer), layer.name)
+            if name not in prunable or not self._keeps(layer, name):
+                return None
+            self.pruned.add(name)
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, **params)
+
+        wrapped = clone_wrapping(base, wrap_layer)
+        if not self.pruned:
+            raise TrainingError(
+                "no layer to prune: pruning works on Conv and Dense kernels"
+                + (f" (skipped: {', '.join(self.skipped)})" if self.skipped else "")
+            )
+        return wrapped
+
+    def _keeps(self, layer: Any, name: str) -> bool:
+        """Whether a prunable layer is pruned; records (and for 2:4, reports) the ones left dense."""
+        if name in self.skip_layers or layer.name in self.skip_layers:
+            self.skipped.append(name)
+            return False
+        structure = self.structure
+        if structure is not None and (input_axis_size(layer) or 0) % structure[1] != 0:
+            self.skipped.append(name)
+            self.progress.info(
+                f"layer {name}: input axis of {input_axis_size(layer)} is not a multiple of {structure[1]}; left dense"
+            )
+            return False
+        return True
 
 
 def _prunable(tfmot, layer: Any) -> bool:
@@ -186,8 +221,10 @@ def _prunable(tfmot, layer: Any) -> bool:
 
     if hasattr(layer, "get_prunable_weights"):
         return True
-    return type(layer).__name__ in KERNEL_ATTRIBUTES and prune_registry.PruneRegistry.supports(layer) and bool(
-        prune_registry.PruneRegistry._weight_names(layer)
+    return (
+        type(layer).__name__ in KERNEL_ATTRIBUTES
+        and prune_registry.PruneRegistry.supports(layer)
+        and bool(compat_tf.prunable_weight_names(prune_registry.PruneRegistry, layer))
     )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from tflite_opt.errors import TrainingError
+from tflite_opt.errors import TrainingError, first_line
 from tflite_opt.progress import ensure
 from tflite_opt.training.fit import FitConfig, FitHistory, fine_tune, import_training_stack
 from tflite_opt.training.layers import LayerWeights, check_layer_names, clone_wrapping, weight_stats
@@ -113,9 +114,8 @@ def apply_quantization(tfmot, base: Any, scheme, skip_layers: Sequence[str]) -> 
                 continue
             if unsupported:
                 break
-            first = text.splitlines()[0] if text else type(exc).__name__
             raise TrainingError(
-                f"tfmot cannot quantize this model: {first[:300]}; pass --skip-layer NAME to leave a layer "
+                f"tfmot cannot quantize this model: {first_line(exc)}; pass --skip-layer NAME to leave a layer "
                 "unannotated"
             ) from exc
         if not unsupported:
@@ -184,11 +184,20 @@ def qat_model(
         return model
 
     tuned = fine_tune(
-        keras_model, train, wrap=wrap, config=config, val=val, progress=progress,
+        keras_model,
+        train,
+        wrap=wrap,
+        config=config,
+        val=val,
+        progress=progress,
         description="Pruning-preserving QAT" if preserve_sparsity else "Quantization-aware training",
     )
     return QatResult(
-        model=tuned.model, history=tuned.history, quantized_layers=annotated_names, skipped_layers=skipped,
-        preserve_sparsity=preserve_sparsity, input_sparsity=before.get("sparsity", 0.0),
+        model=tuned.model,
+        history=tuned.history,
+        quantized_layers=annotated_names,
+        skipped_layers=skipped,
+        preserve_sparsity=preserve_sparsity,
+        input_sparsity=before.get("sparsity", 0.0),
         per_layer=weight_stats(tuned.model, set(annotated_names)),
     )

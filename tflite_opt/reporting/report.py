@@ -1,8 +1,8 @@
-"""The evaluation report (SPEC §4, schema version 1) and its renderers: rich table, JSON, CSV, Markdown.
+"""The evaluation report (SPEC §4, schema version 2) and its text forms: JSON, CSV, Markdown and the table.
 
-Library results are plain dataclasses; ``Report.to_json_dict`` emits exactly the §4 keys, and every renderer is
-fed from the same rows. Nothing here imports click or TensorFlow, and nothing prints: renderers return a string
-or a rich renderable for the command to write.
+Library results are plain dataclasses; ``Report.to_json_dict`` emits exactly the §4 keys, and every form is fed
+from the same rows (``table_rows``). Nothing here imports click, rich or TensorFlow, and nothing prints: the
+table is a :class:`~tflite_opt.reporting.tables.TextTable` that ``reporting.render`` draws.
 """
 
 from __future__ import annotations
@@ -12,20 +12,56 @@ import io
 import json
 import math
 import platform
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from tflite_opt.latency import LatencyStats
+from tflite_opt.reporting.tables import Note, TextTable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TOOL_NAME = "tflite-opt"
 FORMATS = ("table", "json", "csv", "markdown")
 
 VARIANT_KEYS = (
-    "name", "mode", "path", "sha256", "size_bytes", "gzip_bytes", "size_ratio", "accuracy", "top5",
-    "accuracy_delta", "agreement", "sqnr_db", "latency_ms", "speedup", "sparsity", "error",
+    "name",
+    "mode",
+    "path",
+    "sha256",
+    "size_bytes",
+    "gzip_bytes",
+    "size_ratio",
+    "accuracy",
+    "top5",
+    "accuracy_delta",
+    "agreement",
+    "sqnr_db",
+    "latency_ms",
+    "speedup",
+    "sparsity",
+    "error",
+    # schema version 2 (SPEC §4): every version-1 key stays
+    "backend",
+    "integer_only",
+    "transforms",
+    "arena_bytes",
+    "cached",
 )
 LATENCY_KEYS = ("median", "p90", "mean", "std", "min", "runs")
+
+
+@dataclass
+class LatencyStats:
+    """Timed-run statistics in milliseconds (the SPEC §4 ``latency_ms`` object)."""
+
+    median: float
+    p90: float
+    mean: float
+    std: float
+    min: float
+    runs: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
 
 
 @dataclass
@@ -52,6 +88,12 @@ class VariantResult:
     speedup: float | None = None
     sparsity: float | None = None
     error: str | None = None
+    # Schema version 2 (SPEC §4, §7-§10):
+    backend: str | None = None  # "converter" | "quantizer"
+    integer_only: bool | None = None
+    transforms: list[str] = field(default_factory=list)  # "equalize", "bias_correction", "keep_float:fc1"
+    arena_bytes: int | None = None  # TFLite Micro tensor arena
+    cached: bool = False  # copied from the pipeline cache, not recomputed
 
     @property
     def ok(self) -> bool:
@@ -78,6 +120,7 @@ class GateResult:
     limit: float
     value: float | None
     passed: bool
+    why_unknown: str | None = None  # said in describe() when value is None; not part of the JSON
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +134,8 @@ class GateResult:
 
     def describe(self) -> str:
         value = "n/a" if self.value is None else f"{self.value:.6g}"
+        if self.value is None and self.why_unknown:
+            value += f": {self.why_unknown}"
         verdict = "passed" if self.passed else "FAILED"
         return f"{self.variant}: {self.metric} {self.op} {self.limit:g} (value {value}) {verdict}"
 
@@ -148,6 +193,7 @@ class Report:
     tool: dict[str, str] = field(default_factory=_tool)
     environment: dict[str, Any] = field(default_factory=collect_environment)
     schema_version: int = SCHEMA_VERSION
+    pipeline: str | None = None  # sha256 of the pipeline file (``tflite-opt run``)
 
     @property
     def passed(self) -> bool:
@@ -175,6 +221,7 @@ class Report:
             "variants": [v.to_json_dict() for v in self.variants],
             "gates": [g.to_json_dict() for g in self.gates],
             "passed": self.passed,
+            "pipeline": self.pipeline,
         }
 
 
@@ -187,15 +234,34 @@ def _clean(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------------- renderers
 
+
 def to_json(report: Report) -> str:
     """The report as indented JSON text (ends with a newline)."""
     return json.dumps(report.to_json_dict(), indent=2) + "\n"
 
 
 CSV_COLUMNS = (
-    "name", "mode", "path", "sha256", "size_bytes", "gzip_bytes", "size_ratio", "accuracy", "top5",
-    "accuracy_delta", "agreement", "sqnr_db", "latency_median_ms", "latency_p90_ms", "latency_mean_ms",
-    "latency_std_ms", "latency_min_ms", "latency_runs", "speedup", "sparsity", "error",
+    "name",
+    "mode",
+    "path",
+    "sha256",
+    "size_bytes",
+    "gzip_bytes",
+    "size_ratio",
+    "accuracy",
+    "top5",
+    "accuracy_delta",
+    "agreement",
+    "sqnr_db",
+    "latency_median_ms",
+    "latency_p90_ms",
+    "latency_mean_ms",
+    "latency_std_ms",
+    "latency_min_ms",
+    "latency_runs",
+    "speedup",
+    "sparsity",
+    "error",
 )
 
 
@@ -218,8 +284,20 @@ def to_csv(report: Report) -> str:
     return buffer.getvalue()
 
 
-TABLE_HEADERS = ("variant", "mode", "size", "vs ref", "accuracy", "Δ accuracy", "agreement", "SQNR",
-                 "latency", "speedup")
+TABLE_HEADERS = (
+    "variant",
+    "mode",
+    "size",
+    "vs ref",
+    "accuracy",
+    "Δ accuracy",
+    "agreement",
+    "SQNR",
+    "latency",
+    "speedup",
+)
+# On a narrow terminal these columns go first, in this order (JSON and --wide keep them all).
+DROP_FIRST = ("agreement", "SQNR", "speedup", "Δ accuracy", "vs ref")
 
 
 def format_size(size: int) -> str:
@@ -271,36 +349,34 @@ def table_rows(report: Report) -> list[tuple[str, ...]]:
     return rows
 
 
-def render_table(report: Report):
-    """A rich renderable: the comparison table, then errors and gate verdicts under it."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=None, show_lines=False, header_style="bold")
-    for index, header in enumerate(TABLE_HEADERS):
-        table.add_column(header, justify="left" if index < 2 else "right", no_wrap=True)
+def report_table(report: Report) -> TextTable:
+    """The comparison table, then the measurement settings and the gate verdicts under it."""
+    rows = [list(row) for row in table_rows(report)]
+    headers = list(TABLE_HEADERS)
     has_errors = any(not v.ok for v in report.variants)
     if has_errors:
-        table.add_column("error", style="red", overflow="fold")
-    for variant, row in zip(report.variants, table_rows(report)):
-        cells = list(row)
-        if has_errors:
-            cells.append(variant.error or "")
-        table.add_row(*cells, style="red" if variant.error else None)
-    parts: list[Any] = [table]
+        headers.append("error")
+        for variant, row in zip(report.variants, rows):
+            row.append(variant.error or "")
     settings = report.settings
     samples = "no data" if settings.num_samples is None else f"{settings.num_samples} samples"
-    parts.append(
-        Text(
+    notes = [
+        Note(
             f"{samples}; latency: median of {settings.runs} runs after {settings.warmup} warm-up, "
             f"{settings.threads} thread(s), XNNPACK {'on' if settings.xnnpack else 'off'}",
-            style="dim",
+            "dim",
         )
+    ]
+    notes += [Note(("✔ " if g.passed else "✘ ") + g.describe(), "ok" if g.passed else "error") for g in report.gates]
+    return TextTable(
+        headers=headers,
+        rows=[tuple(row) for row in rows],
+        right=frozenset(range(2, len(TABLE_HEADERS))),
+        wrap=frozenset({len(TABLE_HEADERS)}) if has_errors else frozenset(),
+        error_rows=frozenset(i for i, v in enumerate(report.variants) if v.error),
+        notes=notes,
+        drop_order=tuple(TABLE_HEADERS.index(h) for h in DROP_FIRST),
     )
-    for gate in report.gates:
-        parts.append(Text(("✔ " if gate.passed else "✘ ") + gate.describe(), style="green" if gate.passed else "red"))
-    return Group(*parts)
 
 
 def _md_escape(text: str) -> str:
@@ -313,7 +389,10 @@ def to_markdown(report: Report) -> str:
     has_errors = any(not v.ok for v in report.variants)
     if has_errors:
         headers.append("error")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 8) + ("|---|" if has_errors else "|")]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * 8) + ("|---|" if has_errors else "|"),
+    ]
     for variant, row in zip(report.variants, table_rows(report)):
         cells = [_md_escape(c) for c in row]
         if has_errors:
@@ -337,7 +416,7 @@ def render_text(report: Report, format_: str) -> str:
     """The report as text in ``json``, ``csv`` or ``markdown``.
 
     Raises:
-        ValueError: unknown format (``table`` is rendered with :func:`render_table`).
+        ValueError: unknown format (``table`` is drawn from :func:`report_table`).
     """
     if format_ == "json":
         return to_json(report)
@@ -362,8 +441,12 @@ def variants_from_json(variants: Sequence[dict[str, Any]]) -> list[VariantResult
     """Rebuild ``VariantResult`` objects from a report's ``variants`` list (e.g. to re-render a saved report)."""
     out = []
     for item in variants:
-        data = {k: item.get(k) for k in VARIANT_KEYS}
-        if data["latency_ms"] is not None:
+        data = {k: item[k] for k in VARIANT_KEYS if k in item}  # a version-1 report lacks the v2 keys
+        if data.get("transforms") is None:
+            data.pop("transforms", None)
+        if data.get("cached") is None:
+            data.pop("cached", None)
+        if data.get("latency_ms") is not None:
             data["latency_ms"] = LatencyStats(**{k: data["latency_ms"][k] for k in LATENCY_KEYS})
         out.append(VariantResult(**data))
     return out

@@ -13,21 +13,21 @@ import json
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tflite_opt.errors import ModelLoadError
+from tflite_opt.errors import ModelLoadError, first_line
 from tflite_opt.specs import TensorSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from tflite_opt.progress import Progress
 
 DEFAULT_SIGNATURE = "serving_default"
-UNSAFE_LAYERS = ("Lambda",)
 
 
 class ModelKind(str, Enum):
@@ -95,39 +95,6 @@ def _h5_kind(path: Path) -> ModelKind:
     return ModelKind.KERAS3 if version.startswith("3.") else ModelKind.TF_KERAS
 
 
-def _model_config(path: Path, kind: ModelKind) -> dict | None:
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                return json.loads(archive.read("config.json"))
-        import h5py
-
-        with h5py.File(path, "r") as handle:
-            raw = handle.attrs["model_config"]
-            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except Exception:  # noqa: BLE001 - the loader reports the real problem
-        return None
-
-
-def _unsafe_layers(config: Any) -> list[str]:
-    """Names of layers whose deserialization runs arbitrary Python (Lambda)."""
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("class_name") in UNSAFE_LAYERS:
-                name = (node.get("config") or {}).get("name", node.get("class_name"))
-                found.append(f"{name} ({node['class_name']})")
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(config)
-    return found
-
-
 @dataclass
 class LoadedModel:
     """A model ready for conversion and inference.
@@ -175,7 +142,7 @@ class LoadedModel:
             tf = _tf(self.kind)
             loaded = tf.saved_model.load(str(self.saved_model_dir))
             self._signature_fn = loaded.signatures[self.signature_key]
-            self._signature_fn._tflite_opt_owner = loaded  # keep variables alive
+            self._signature_fn.tflite_opt_owner = loaded  # keep variables alive
         return self._signature_fn
 
     def predict(self, inputs: Mapping[str, np.ndarray], batch_size: int = 256) -> dict[str, np.ndarray]:
@@ -196,7 +163,7 @@ def _shape(shape) -> tuple[int | None, ...]:
 
 
 def _tf(kind: ModelKind):
-    from tflite_opt import tf_runtime
+    from tflite_opt.models import tf_runtime
 
     return tf_runtime.import_tensorflow(legacy_keras=kind == ModelKind.TF_KERAS)
 
@@ -246,7 +213,7 @@ def _load_saved_model(path: Path, signature: str | None) -> LoadedModel:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # noqa: BLE001 - TF raises many types for a bad SavedModel
-        raise ModelLoadError(f"cannot load SavedModel {path}: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"cannot load SavedModel {path}: {first_line(exc)}") from exc
     keys = sorted(loaded.signatures.keys())
     if not keys:
         raise ModelLoadError(f"SavedModel {path} has no signatures; re-export it with a serving signature")
@@ -263,19 +230,24 @@ def _load_saved_model(path: Path, signature: str | None) -> LoadedModel:
     elif signature not in keys:
         raise ModelLoadError(f"SavedModel {path} has no signature {signature!r}; it has {', '.join(keys)}")
     fn = loaded.signatures[signature]
-    fn._tflite_opt_owner = loaded
+    fn.tflite_opt_owner = loaded
     _, kwargs = fn.structured_input_signature
     inputs = [TensorSpec(name, _shape(spec.shape), spec.dtype.name) for name, spec in sorted(kwargs.items())]
     if not inputs:
         raise ModelLoadError(f"signature {signature!r} of {path} takes no named inputs")
     return LoadedModel(
-        path=path, kind=ModelKind.SAVED_MODEL, signature_key=signature, inputs=inputs,
-        _saved_model_dir=path, _signature_fn=fn,
+        path=path,
+        kind=ModelKind.SAVED_MODEL,
+        signature_key=signature,
+        inputs=inputs,
+        _saved_model_dir=path,
+        _signature_fn=fn,
     )
 
 
 def _distinct_signatures(loaded, keys: list[str]) -> bool:
     """Keras 3 exports both 'serve' and 'serving_default' for the same function: that is not ambiguous."""
+
     def describe(key):
         fn = loaded.signatures[key]
         _, kwargs = fn.structured_input_signature
@@ -288,14 +260,10 @@ def _distinct_signatures(loaded, keys: list[str]) -> bool:
 
 
 def _load_keras(path: Path, kind: ModelKind, trust_model: bool) -> LoadedModel:
-    config = _model_config(path, kind)
-    unsafe = _unsafe_layers(config) if config is not None else []
-    if unsafe and not trust_model:
-        raise ModelLoadError(
-            f"{path} contains layer(s) that run arbitrary Python code when loaded: {', '.join(unsafe)}; "
-            "pass --trust-model if you trust this file"
-        )
-    from tflite_opt import tf_runtime
+    from tflite_opt.models.safety import check_safe
+
+    check_safe(path, trust_model)
+    from tflite_opt.models import tf_runtime
 
     if kind == ModelKind.KERAS3:
         keras = tf_runtime.import_keras3()
@@ -313,7 +281,7 @@ def _load_keras(path: Path, kind: ModelKind, trust_model: bool) -> LoadedModel:
             # A model whose training configuration cannot be restored still converts.
             model = load(str(path), compile=False, **kwargs)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        message = _first_line(exc)
+        message = first_line(exc)
         if "safe_mode" in message or "unsafe" in message.lower():
             raise ModelLoadError(
                 f"{path} needs unsafe deserialization (e.g. a Lambda layer); pass --trust-model if you trust it"
@@ -342,24 +310,37 @@ def keras_input_specs(model, kind: ModelKind) -> list[TensorSpec]:
     return sorted(specs, key=lambda s: s.name)
 
 
+_scratch_root: Path | None = None
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new empty folder for intermediate files (exported SavedModels), under one process-wide temporary root
+    that is removed, with everything in it, when the process exits."""
+    global _scratch_root
+    if _scratch_root is None:
+        _scratch_root = Path(tempfile.mkdtemp(prefix="tflite_opt_"))
+        atexit.register(shutil.rmtree, _scratch_root, True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}_", dir=_scratch_root))
+
+
 def export_saved_model(keras_model, kind: ModelKind) -> Path:
     """Export a Keras 3 or tf_keras model to a temporary SavedModel (removed at exit)."""
-    folder = Path(tempfile.mkdtemp(prefix="tflite_opt_sm_"))
-    atexit.register(shutil.rmtree, folder, True)
+    folder = scratch_dir("export")
     target = folder / "model"
     tf = _tf(kind)
     try:
-        if kind == ModelKind.KERAS3 or _is_keras3_model(keras_model):
+        if kind == ModelKind.KERAS3 or is_keras3_model(keras_model):
             keras_model.export(str(target), format="tf_saved_model", verbose=False)
         else:
             tf.saved_model.save(keras_model, str(target))
     except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"cannot export {getattr(keras_model, 'name', 'the model')} for conversion: "
-                             f"{_first_line(exc)}") from exc
+        raise ModelLoadError(
+            f"cannot export {getattr(keras_model, 'name', 'the model')} for conversion: {first_line(exc)}"
+        ) from exc
     return target
 
 
-def _is_keras3_model(model) -> bool:
+def is_keras3_model(model) -> bool:
     """Whether ``model`` is a Keras 3 model (a user's subclass counts: its bases live in ``keras``)."""
     return any(cls.__module__.split(".")[0] == "keras" for cls in type(model).__mro__)
 
@@ -382,16 +363,17 @@ def with_input_shapes(model: LoadedModel, input_shapes: Mapping[str, Sequence[in
             )
         for want, have in zip(shape, spec.shape):
             if have is not None and want is not None and want != have:
-                raise ModelLoadError(f"--input-shape {name}={shape} conflicts with the model's fixed shape {spec.shape}")
+                raise ModelLoadError(
+                    f"--input-shape {name}={shape} conflicts with the model's fixed shape {spec.shape}"
+                )
         new_specs.append(TensorSpec(name, shape, spec.dtype))
     fn = model.signature_function()
     tensor_specs = {s.name: tf.TensorSpec(s.shape, s.dtype, name=s.name) for s in new_specs}
 
     module = tf.Module()
-    module.source = fn._tflite_opt_owner  # keeps the original variables reachable from the new SavedModel
+    module.source = fn.tflite_opt_owner  # keeps the original variables reachable from the new SavedModel
     module.serve = _keyword_function(tf, fn, tensor_specs)
-    folder = Path(tempfile.mkdtemp(prefix="tflite_opt_shape_"))
-    atexit.register(shutil.rmtree, folder, True)
+    folder = scratch_dir("shape")
     tf.saved_model.save(module, str(folder / "model"), signatures={DEFAULT_SIGNATURE: module.serve})
     reloaded = _load_saved_model(folder / "model", DEFAULT_SIGNATURE)
     reloaded.path = model.path
@@ -408,8 +390,3 @@ def _keyword_function(tf, fn, tensor_specs):
     # Builds `def serve(a, b): return fn(a=a, b=b)` so the signature keeps the input names.
     exec(f"def serve({args}):\n    return fn({', '.join(f'{n}={n}' for n in names)})", namespace)  # noqa: S102
     return tf.function(namespace["serve"], input_signature=[tensor_specs[n] for n in names]).get_concrete_function()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:500]

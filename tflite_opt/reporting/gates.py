@@ -17,17 +17,29 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from tflite_opt.errors import TfliteOptError
-from tflite_opt.report import GateResult, VariantResult
+from tflite_opt.reporting.report import GateResult, VariantResult
 
 OPS = (">=", "<=", "==", ">", "<")
 METRICS = (
-    "accuracy", "top5", "accuracy_delta", "agreement", "sqnr_db", "size_bytes", "gzip_bytes", "size_ratio",
-    "speedup", "sparsity", "latency_ms", "latency_p90_ms",
+    "accuracy",
+    "top5",
+    "accuracy_delta",
+    "agreement",
+    "sqnr_db",
+    "size_bytes",
+    "gzip_bytes",
+    "size_ratio",
+    "speedup",
+    "sparsity",
+    "latency_ms",
+    "latency_p90_ms",
+    "arena_bytes",
 )
+LABEL_METRICS = frozenset({"accuracy", "top5", "accuracy_delta"})
 RELATIVE_METRICS = frozenset({"accuracy_delta", "agreement", "sqnr_db", "size_ratio", "speedup"})
 SLACK = 1e-9
 EXAMPLE = "'int8:accuracy_delta>=-0.01' or 'size_ratio<=0.3'"
@@ -98,7 +110,13 @@ def parse_gate(text: str) -> Gate:
     if metric == "latency_ms.p90":
         metric = "latency_p90_ms"
     if metric not in METRICS:
-        raise GateSyntaxError(f"unknown metric {metric!r} in gate {text!r}; choose one of {', '.join(METRICS)}")
+        import difflib
+
+        close = difflib.get_close_matches(metric, METRICS, n=2, cutoff=0.5) or [
+            m for m in METRICS if m.startswith(metric)
+        ]
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise GateSyntaxError(f"unknown metric {metric!r} in gate {text!r}; {hint}the metrics are {', '.join(METRICS)}")
     limit = float(match["number"]) / (100.0 if match["percent"] else 1.0)
     return Gate(
         metric=metric,
@@ -174,6 +192,26 @@ def check_gates(gates: Iterable[Gate], variants: Sequence[VariantResult], refere
         for variant in targets:
             value = metric_value(variant, gate.metric)
             results.append(
-                GateResult(variant.name, gate.metric, gate.op, gate.limit, value, gate.passes(value))
+                GateResult(
+                    variant.name,
+                    gate.metric,
+                    gate.op,
+                    gate.limit,
+                    value,
+                    gate.passes(value),
+                    why_unknown=_why_unknown(variant, gate.metric) if value is None else None,
+                )
             )
     return results
+
+
+def _why_unknown(variant: VariantResult, metric: str) -> str | None:
+    if variant.error:
+        return "the variant failed"
+    if metric in LABEL_METRICS:
+        return "the data has no labels ('y'), so accuracy is unknown; gate on agreement instead, e.g. 'agreement>=0.99'"
+    if metric.startswith("latency"):
+        return "latency was not measured (--runs 0)"
+    if metric == "arena_bytes":
+        return "the arena was not measured (use --target micro)"
+    return None

@@ -33,19 +33,56 @@ from tflite_opt.specs import TensorSpec
 
 # schema TensorType enum -> NumPy-style dtype names
 TENSOR_TYPE_NAMES = {
-    0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16",
-    8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64", 13: "resource", 14: "variant",
-    15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16", 19: "int2", 20: "uint4", 21: "float8_e4m3fn",
+    0: "float32",
+    1: "float16",
+    2: "int32",
+    3: "uint8",
+    4: "int64",
+    5: "string",
+    6: "bool",
+    7: "int16",
+    8: "complex64",
+    9: "int8",
+    10: "float64",
+    11: "complex128",
+    12: "uint64",
+    13: "resource",
+    14: "variant",
+    15: "uint32",
+    16: "uint16",
+    17: "int4",
+    18: "bfloat16",
+    19: "int2",
+    20: "uint4",
+    21: "float8_e4m3fn",
     22: "float8_e5m2",
 }
-INTEGER_DTYPES = {"int2", "int4", "uint4", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
-                  "uint64", "bool"}
+INTEGER_DTYPES = {
+    "int2",
+    "int4",
+    "uint4",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "bool",
+}
 FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16", "float8_e4m3fn", "float8_e5m2"}
 # Kernel dtypes counted as "weights" for sparsity (int32/int64 are biases, shapes and indices).
-KERNEL_DTYPES = {"float16", "float32", "float64", "bfloat16", "int8", "uint8", "int16"}
+KERNEL_DTYPES = {"float16", "float32", "float64", "bfloat16", "int8", "uint8", "int16", "int4", "uint4", "int2"}
 CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE", "CAST"}
-_NUMPY_VIEW = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "int8": np.int8,
-               "uint8": np.uint8, "int16": np.int16}
+_NUMPY_VIEW = {
+    "float16": np.float16,
+    "float32": np.float32,
+    "float64": np.float64,
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "int16": np.int16,
+}
 
 
 @dataclass
@@ -178,96 +215,127 @@ def analyze(content: bytes, *, source: str = "model") -> dict[str, Any]:
 
 
 def _analyze(model, content: bytes) -> dict[str, Any]:
+    tally = _Tally(model, content)
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        tensors = [tally.add_tensor(subgraph.Tensors(t)) for t in range(subgraph.TensorsLength())]
+        tally.add_io(subgraph, tensors)
+        for o in range(subgraph.OperatorsLength()):
+            tally.add_op(subgraph.Operators(o), tensors)
+
+    ops = [
+        OpSummary(name, sum(counter.values()), dict(sorted(counter.items())))
+        for name, counter in tally.histogram.items()
+    ]
+    ops.sort(key=lambda o: (-o.count, o.op))
+    return {
+        "ops": ops,
+        "weight_bytes": dict(sorted(tally.weight_bytes.items())),
+        "weight_tensors": dict(sorted(tally.weight_tensors.items())),
+        "sparsity": (tally.zero_count / tally.kernel_count) if tally.kernel_count else None,
+        "integer_only": tally.integer_only,
+        "mode": _quantizer_mode(ops, tally.weight_bytes) or _infer_mode(tally.heavy_labels, tally.has_float16_weights),
+        "subgraphs": int(model.SubgraphsLength()),
+    }
+
+
+LOW_BIT_DTYPES = ("int4", "uint4", "int2")
+
+
+def _quantizer_mode(ops: list[OpSummary], weight_bytes: dict[str, int]) -> str | None:
+    """The LiteRT Quantizer's modes, which the activation/kernel rule below cannot tell: int4 weights (run by the
+    kernels, or only stored and DEQUANTIZEd: weight-only) and int8 weight-only files (int8 constants behind
+    DEQUANTIZE, float compute). Their float16 block scales must not read as a float16 file."""
+    low_bit = any(weight_bytes.get(dtype) for dtype in LOW_BIT_DTYPES)
+    dequantized = {label.split("->")[0] for o in ops if o.op == "DEQUANTIZE" for label in o.dtypes}
+    if low_bit:
+        return "int4-weights" if dequantized & set(LOW_BIT_DTYPES) else "int4"
+    computes_int8 = any(("int8" in label) for o in ops if o.op not in CONVERSION_OPS for label in o.dtypes)
+    if weight_bytes.get("int8") and "int8" in dequantized and not computes_int8:
+        return "int8-weights"
+    return None
+
+
+def _op_names(model) -> list[str]:
+    """Op name of each operator code: builtin name, or the custom code of a custom op."""
     builtin = _builtin_names()
-    op_names: list[str] = []
+    names = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
         number = max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode()))
         name = builtin.get(number, f"BUILTIN_{number}")
         if name == "CUSTOM" and code.CustomCode():
             name = code.CustomCode().decode("utf-8", "replace")
-        op_names.append(name)
+        names.append(name)
+    return names
 
-    buffer_has_data: dict[int, memoryview | None] = {}
 
-    def data_of(buffer_index: int) -> memoryview | None:
-        if buffer_index not in buffer_has_data:
-            buffer_has_data[buffer_index] = (
-                _buffer_bytes(model, buffer_index, content) if 0 < buffer_index < model.BuffersLength() else None
-            )
-        return buffer_has_data[buffer_index]
+class _Tally:
+    """What :func:`analyze` counts, tensor by tensor and op by op over every subgraph."""
 
-    histogram: dict[str, Counter] = {}
-    weight_bytes: Counter = Counter()
-    weight_tensors: Counter = Counter()
-    counted_buffers: set[int] = set()
-    zero_count = 0
-    kernel_count = 0
-    integer_only = True
-    heavy_labels: list[tuple[str, str | None]] = []  # (activation dtype, weight dtype) of ops with kernels
-    has_float16_weights = False
+    def __init__(self, model, content: bytes) -> None:
+        self.model = model
+        self.content = content
+        self.op_names = _op_names(model)
+        self._buffers: dict[int, memoryview | None] = {}
+        self.histogram: dict[str, Counter] = {}
+        self.weight_bytes: Counter = Counter()
+        self.weight_tensors: Counter = Counter()
+        self.counted_buffers: set[int] = set()
+        self.zero_count = 0
+        self.kernel_count = 0
+        self.integer_only = True
+        self.heavy_labels: list[tuple[str, str | None]] = []  # (activation dtype, weight dtype) of ops with kernels
+        self.has_float16_weights = False
 
-    for s in range(model.SubgraphsLength()):
-        subgraph = model.Subgraphs(s)
-        tensors: list[_Tensor] = []
-        for t in range(subgraph.TensorsLength()):
-            tensor = subgraph.Tensors(t)
-            dtype = TENSOR_TYPE_NAMES.get(int(tensor.Type()), f"type{tensor.Type()}")
-            shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-            buffer_index = int(tensor.Buffer())
-            constant = data_of(buffer_index) is not None
-            tensors.append(_Tensor((tensor.Name() or b"").decode("utf-8", "replace"), dtype, shape,
-                                   buffer_index, constant))
-            if constant:
-                weight_tensors[dtype] += 1
-                if buffer_index not in counted_buffers:
-                    counted_buffers.add(buffer_index)
-                    weight_bytes[dtype] += len(data_of(buffer_index))
-                if dtype == "float16":
-                    has_float16_weights = True
-                if len(shape) >= 2 and dtype in KERNEL_DTYPES:
-                    zeros, total = _count_zeros(data_of(buffer_index), dtype, tensor.Quantization())
-                    if tensor.Sparsity() is not None:
-                        # Sparse-encoded (EXPERIMENTAL_SPARSITY) weights store only the non-zero blocks:
-                        # every dense element that is not stored is a zero.
-                        dense = int(np.prod(shape))
-                        zeros, total = dense - (total - zeros), dense
-                    zero_count += zeros
-                    kernel_count += total
+    def data_of(self, buffer_index: int) -> memoryview | None:
+        if buffer_index not in self._buffers:
+            inside = 0 < buffer_index < self.model.BuffersLength()
+            self._buffers[buffer_index] = _buffer_bytes(self.model, buffer_index, self.content) if inside else None
+        return self._buffers[buffer_index]
 
+    def add_tensor(self, tensor) -> _Tensor:
+        dtype = TENSOR_TYPE_NAMES.get(int(tensor.Type()), f"type{tensor.Type()}")
+        shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+        buffer_index = int(tensor.Buffer())
+        data = self.data_of(buffer_index)
+        if data is not None:
+            self.weight_tensors[dtype] += 1
+            if buffer_index not in self.counted_buffers:
+                self.counted_buffers.add(buffer_index)
+                self.weight_bytes[dtype] += len(data)
+            if dtype == "float16":
+                self.has_float16_weights = True
+            if len(shape) >= 2 and dtype in KERNEL_DTYPES:
+                zeros, total = _count_zeros(data, dtype, tensor.Quantization())
+                if tensor.Sparsity() is not None:
+                    # Sparse-encoded (EXPERIMENTAL_SPARSITY) weights store only the non-zero blocks:
+                    # every dense element that is not stored is a zero.
+                    dense = int(np.prod(shape))
+                    zeros, total = dense - (total - zeros), dense
+                self.zero_count += zeros
+                self.kernel_count += total
+        name = (tensor.Name() or b"").decode("utf-8", "replace")
+        return _Tensor(name, dtype, shape, buffer_index, data is not None)
+
+    def add_io(self, subgraph, tensors: list[_Tensor]) -> None:
         io_tensors = [int(i) for i in subgraph.InputsAsNumpy()] if subgraph.InputsLength() else []
         io_tensors += [int(i) for i in subgraph.OutputsAsNumpy()] if subgraph.OutputsLength() else []
         for index in io_tensors:
             if index >= 0 and tensors[index].dtype not in INTEGER_DTYPES:
-                integer_only = False
+                self.integer_only = False
 
-        for o in range(subgraph.OperatorsLength()):
-            op = subgraph.Operators(o)
-            name = op_names[int(op.OpcodeIndex())] if int(op.OpcodeIndex()) < len(op_names) else "UNKNOWN"
-            inputs = [tensors[int(i)] for i in (op.InputsAsNumpy() if op.InputsLength() else []) if int(i) >= 0]
-            outputs = [tensors[int(i)] for i in (op.OutputsAsNumpy() if op.OutputsLength() else []) if int(i) >= 0]
-            if any(t.dtype not in INTEGER_DTYPES for t in inputs + outputs):
-                integer_only = False
-            label, activation, weight = _op_label(name, inputs, outputs)
-            histogram.setdefault(name, Counter())[label] += 1
-            if weight is not None or any(t.constant and len(t.shape) >= 2 and t.dtype in KERNEL_DTYPES
-                                         for t in inputs):
-                heavy_labels.append((activation, weight))
-
-    ops = [
-        OpSummary(name, sum(counter.values()), dict(sorted(counter.items())))
-        for name, counter in histogram.items()
-    ]
-    ops.sort(key=lambda o: (-o.count, o.op))
-    return {
-        "ops": ops,
-        "weight_bytes": dict(sorted(weight_bytes.items())),
-        "weight_tensors": dict(sorted(weight_tensors.items())),
-        "sparsity": (zero_count / kernel_count) if kernel_count else None,
-        "integer_only": integer_only,
-        "mode": _infer_mode(heavy_labels, has_float16_weights),
-        "subgraphs": int(model.SubgraphsLength()),
-    }
+    def add_op(self, op, tensors: list[_Tensor]) -> None:
+        code = int(op.OpcodeIndex())
+        name = self.op_names[code] if code < len(self.op_names) else "UNKNOWN"
+        inputs = [tensors[int(i)] for i in (op.InputsAsNumpy() if op.InputsLength() else []) if int(i) >= 0]
+        outputs = [tensors[int(i)] for i in (op.OutputsAsNumpy() if op.OutputsLength() else []) if int(i) >= 0]
+        if any(t.dtype not in INTEGER_DTYPES for t in inputs + outputs):
+            self.integer_only = False
+        label, activation, weight = _op_label(name, inputs, outputs)
+        self.histogram.setdefault(name, Counter())[label] += 1
+        if weight is not None or any(t.constant and len(t.shape) >= 2 and t.dtype in KERNEL_DTYPES for t in inputs):
+            self.heavy_labels.append((activation, weight))
 
 
 def _op_label(name: str, inputs: list[_Tensor], outputs: list[_Tensor]) -> tuple[str, str, str | None]:
@@ -333,14 +401,14 @@ def inspect_model(content: bytes, *, path: str = "model", signature: str | None 
     """Describe one ``.tflite`` model.
 
     Args:
-        content: the file's bytes (see :func:`tflite_opt.runtime.read_model_bytes`).
+        content: the file's bytes (see :func:`tflite_opt.measure.runtime.read_model_bytes`).
         path: shown in messages and in the result.
         signature: signature key whose inputs/outputs to list (default ``serving_default``/the first).
 
     Raises:
         EvaluationError: the file is not a valid ``.tflite`` model.
     """
-    from tflite_opt import runtime
+    from tflite_opt.measure import runtime
 
     info = runtime.load_signature(content, signature=signature, source=path)
     details = analyze(content, source=path)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from rich.console import Console
 
-import sys
-
 # Off a terminal (pipes, CI logs, files) rich would wrap tables at 80 columns; let them have their natural width.
 stdout_console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-stderr_console = Console(stderr=True)
+# soft_wrap: status lines are never hard-wrapped (logs stay greppable when stderr is not a terminal).
+stderr_console = Console(stderr=True, soft_wrap=True)
 
 
 class _RichTask:
@@ -53,8 +53,14 @@ class RichProgress:
             yield _NullTask()
             return
         if self._display is None:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self._display = Progress(
                 SpinnerColumn(),

@@ -75,7 +75,7 @@ def build_cnn(keras, image_size: int = IMAGE_SIZE, num_classes: int = NUM_CLASSE
 
 def prepare_demo(output_dir: Path, epochs: int = 12, seed: int = 0, progress: Progress | None = None) -> DemoAssets:
     """Train the demo CNN (Keras 3) and write ``model.keras``, ``train.npz``, ``test.npz``, ``calib.npz``."""
-    from tflite_opt import tf_runtime
+    from tflite_opt.models import tf_runtime
 
     progress = ensure(progress)
     keras = tf_runtime.import_keras3()
@@ -96,13 +96,22 @@ def prepare_demo(output_dir: Path, epochs: int = 12, seed: int = 0, progress: Pr
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            self.task.update(description=f"Training the demo CNN (loss {logs.get('loss', 0):.3f}, "
-                                         f"val acc {logs.get('val_accuracy', 0):.3f})")
+            self.task.update(
+                description=f"Training the demo CNN (loss {logs.get('loss', 0):.3f}, "
+                f"val acc {logs.get('val_accuracy', 0):.3f})"
+            )
             self.task.advance()
 
     with progress.task("Training the demo CNN", total=epochs) as task:
-        model.fit(train_x, train_y, epochs=epochs, batch_size=32, validation_data=(test_x, test_y), verbose=0,
-                  callbacks=[EpochProgress(task)])
+        model.fit(
+            train_x,
+            train_y,
+            epochs=epochs,
+            batch_size=32,
+            validation_data=(test_x, test_y),
+            verbose=0,
+            callbacks=[EpochProgress(task)],
+        )
     float_accuracy = float(np.mean(model.predict(test_x, verbose=0).argmax(axis=1) == test_y))
     model_path = output_dir / "model.keras"
     atomic_save(model_path, model.save)

@@ -25,16 +25,20 @@ import csv
 import io
 import math
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from tflite_opt.errors import ConversionError, DataError
+from tflite_opt.errors import ConversionError, DataError, first_line
+from tflite_opt.reporting.tables import Note, TextTable
+from tflite_opt.verbosity import quiet_native
 
 if TYPE_CHECKING:  # pragma: no cover
     from tflite_opt.models import LoadedModel
     from tflite_opt.progress import Progress
+    from tflite_opt.quantize.attribution import Attribution
+    from tflite_opt.quantize.selective import CalibratedModel, QuantizableOp
     from tflite_opt.representative_data import Dataset
-    from tflite_opt.selective import CalibratedModel, QuantizableOp
 
 IDEAL_RMSE_SCALE = 1.0 / math.sqrt(12.0)
 DEFAULT_THRESHOLD = 0.7
@@ -102,12 +106,14 @@ class DebugReport:
         threshold: RMSE/scale above which a layer is flagged.
         num_samples: samples the debugger ran.
         layers: the ranking.
+        attribution: the impact ranking on the final output (:mod:`tflite_opt.quantize.attribution`), when run.
     """
 
     model: str
     threshold: float
     num_samples: int
     layers: list[LayerError] = field(default_factory=list)
+    attribution: "Attribution | None" = None
 
     @property
     def flagged(self) -> list[LayerError]:
@@ -115,7 +121,10 @@ class DebugReport:
 
     @property
     def keep_float_names(self) -> list[str]:
-        """``--keep-float`` names that exclude every flagged layer (unique, worst first)."""
+        """The ``--keep-float`` names to use: the set measured to recover the final output when the impact ranking
+        found one, else every flagged layer (unique, worst first)."""
+        if self.attribution is not None and self.attribution.recommended is not None:
+            return list(self.attribution.recommended.keep_float)
         names: list[str] = []
         for layer in self.flagged:
             if layer.keep_float not in names:
@@ -135,6 +144,7 @@ class DebugReport:
             "layers": [layer.to_json_dict() for layer in self.layers],
             "keep_float": self.keep_float_names,
             "suggested_flags": self.keep_float_flags(),
+            "attribution": self.attribution.to_json_dict() if self.attribution is not None else None,
         }
 
 
@@ -149,6 +159,7 @@ def analyze(
     threshold: float = DEFAULT_THRESHOLD,
     num_samples: int | None = None,
     calibrated: "CalibratedModel | None" = None,
+    impact_top_k: int = 3,
     progress: "Progress | None" = None,
 ) -> DebugReport:
     """Run the quantization debugger on the model's int8 conversion and rank its layers.
@@ -159,14 +170,17 @@ def analyze(
         threshold: RMSE/scale above which a layer is flagged (the guide's 0.7).
         num_samples: samples to use (default: all, at most ``DEFAULT_CALIBRATION_SAMPLES``).
         calibrated: a calibration of this model to reuse (``auto`` calibrates once for every int8 trial).
+        impact_top_k: candidates, by local error and by concentration, whose effect on the final output is measured
+            (:func:`tflite_opt.quantize.attribution.attribute`); 0 skips the impact ranking.
         progress: progress reporter.
 
     Raises:
         ConversionError: calibration or quantization failed, or nothing in the model is quantized.
         DataError: the samples do not fit the model.
     """
-    from tflite_opt import conversion, selective, tf_runtime
     from tflite_opt.progress import ensure
+    from tflite_opt.quantize import selective
+    from tflite_opt.quantize.options import calibration_samples
 
     if threshold <= 0 or not math.isfinite(threshold):
         raise DataError(f"the RMSE/scale threshold must be a positive number, got {threshold}")
@@ -176,11 +190,37 @@ def analyze(
             model.saved_model_dir, model.signature_key, representative, num_samples=num_samples, progress=progress
         )
     debug_model = selective.quantize_calibrated(calibrated, numeric_verify=True)
-    samples = conversion.calibration_samples(representative, num_samples)
+    samples = calibration_samples(representative, num_samples)
     input_order = _input_order(debug_model)
     missing = [name for name in input_order if name not in samples.inputs]
     if missing:
         raise DataError(f"{samples.source} has no samples for input(s) {', '.join(missing)}")
+
+    rows = _debugger_rows(debug_model, samples, input_order, progress)
+    layer_names = _keras_layer_names(model)
+    layers = [_layer_error(row, calibrated, layer_names, threshold) for row in rows]
+    layers.sort(key=lambda e: -e.rmse_scale if math.isfinite(e.rmse_scale) else math.inf)
+    for rank, layer in enumerate(layers, start=1):
+        layer.rank = rank
+    report = DebugReport(model=str(model.path), threshold=threshold, num_samples=len(samples), layers=layers)
+    if impact_top_k > 0:
+        from tflite_opt.quantize.attribution import attribute
+
+        with progress.task("Measuring each candidate's impact on the output"):
+            report.attribution = attribute(
+                calibrated,
+                samples,
+                layers,
+                layer_names,
+                keras_model=getattr(model, "keras_model", None),
+                top_k=impact_top_k,
+            )
+    return report
+
+
+def _debugger_rows(debug_model: bytes, samples: "Dataset", input_order: list[str], progress) -> list[dict[str, str]]:
+    """Run ``QuantizationDebugger`` on the instrumented model; its per-layer statistics as CSV rows."""
+    from tflite_opt.models import tf_runtime
 
     tf = tf_runtime.import_tensorflow()
     with progress.task("Measuring per-layer error", total=len(samples)) as task:
@@ -191,7 +231,7 @@ def analyze(
                 task.advance()
 
         try:
-            with tf_runtime.quiet_native():
+            with quiet_native():
                 debugger = tf.lite.experimental.QuantizationDebugger(
                     quant_debug_model_content=debug_model, debug_dataset=debug_dataset
                 )
@@ -203,31 +243,18 @@ def analyze(
                 raise ConversionError(
                     "nothing in this model is quantized to int8, so there is no per-layer error to measure"
                 ) from exc
-            raise ConversionError(f"the quantization debugger failed: {_first_line(exc)}") from exc
+            raise ConversionError(f"the quantization debugger failed: {first_line(exc)}") from exc
         except RuntimeError as exc:
-            raise ConversionError(f"the quantization debugger failed: {_first_line(exc)}") from exc
+            raise ConversionError(f"the quantization debugger failed: {first_line(exc)}") from exc
 
-    rows = list(csv.DictReader(io.StringIO(dump.getvalue())))
-    layer_names = _keras_layer_names(model)
-    layers = [_layer_error(row, calibrated, layer_names, threshold) for row in rows]
-    layers.sort(key=lambda e: (-e.rmse_scale if math.isfinite(e.rmse_scale) else math.inf))
-    for rank, layer in enumerate(layers, start=1):
-        layer.rank = rank
-    return DebugReport(model=str(model.path), threshold=threshold, num_samples=len(samples), layers=layers)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    return list(csv.DictReader(io.StringIO(dump.getvalue())))
 
 
 def _input_order(debug_model: bytes) -> list[str]:
     """Signature input names in the order of the interpreter's inputs (the debugger feeds a positional list)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from tflite_opt.measure.runtime import interpreter_from_bytes
 
-    interpreter = Interpreter(
-        model_content=debug_model, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    interpreter = interpreter_from_bytes(debug_model, xnnpack=False, source="the debugger's model")
     signatures = interpreter.get_signature_list()
     details = interpreter.get_input_details()
     if not signatures:
@@ -306,8 +333,19 @@ def _layer_error(
 # ---------------------------------------------------------------------------------------------------- renderers
 
 CSV_COLUMNS = (
-    "rank", "layer", "fused_layers", "op", "tensor", "rmse_scale", "max_abs_error", "mean_squared_error", "scale",
-    "zero_point", "num_elements", "above_threshold", "keep_float",
+    "rank",
+    "layer",
+    "fused_layers",
+    "op",
+    "tensor",
+    "rmse_scale",
+    "max_abs_error",
+    "mean_squared_error",
+    "scale",
+    "zero_point",
+    "num_elements",
+    "above_threshold",
+    "keep_float",
 )
 
 
@@ -336,37 +374,53 @@ def short_tensor_name(tensor: str, width: int = 48) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
-def render_table(report: DebugReport):
-    """A rich renderable: the ranking, then the verdict and the flags to use."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(header_style="bold")
-    for header, justify in (("#", "right"), ("layer", "left"), ("op", "left"), ("RMSE/scale", "right"),
-                            ("max abs err", "right"), ("MSE", "right"), ("scale", "right"), ("tensor", "left")):
-        table.add_column(header, justify=justify, no_wrap=header != "tensor")
+def debug_table(report: DebugReport) -> TextTable:
+    """The ranking, then the verdict and the flags to use."""
+    rows = []
     for layer in report.layers:
         name = layer.layer or "—"
         if layer.fused_layers:
             name += f" (+{', '.join(layer.fused_layers)})"
-        table.add_row(
-            str(layer.rank), name, layer.op_type, _fmt(layer.rmse_scale, ".3f"), _fmt(layer.max_abs_error, ".4g"),
-            _fmt(layer.mean_squared_error, ".3g"), _fmt(layer.scale, ".4g"), short_tensor_name(layer.tensor),
-            style="red" if layer.above_threshold else None,
+        rows.append(
+            (
+                str(layer.rank),
+                name,
+                layer.op_type,
+                _fmt(layer.rmse_scale, ".3f"),
+                _fmt(layer.max_abs_error, ".4g"),
+                _fmt(layer.mean_squared_error, ".3g"),
+                _fmt(layer.scale, ".4g"),
+                short_tensor_name(layer.tensor),
+            )
         )
-    parts: list[Any] = [table]
-    summary = (
-        f"{report.num_samples} samples; RMSE/scale ≈ {IDEAL_RMSE_SCALE:.2f} is pure rounding, "
-        f"above {report.threshold:g} is flagged."
-    )
-    parts.append(Text(summary, style="dim"))
-    if report.flagged:
-        parts.append(Text(f"{len(report.flagged)} layer(s) above {report.threshold:g}; keep them in float with:"))
-        parts.append(Text(f"  {report.keep_float_flags()}", style="bold"))
+    notes = [
+        Note(
+            f"{report.num_samples} samples; RMSE/scale ≈ {IDEAL_RMSE_SCALE:.2f} is pure rounding, "
+            f"above {report.threshold:g} is flagged.",
+            "dim",
+        )
+    ]
+    measured = report.attribution is not None and report.attribution.recommended is not None
+    if report.flagged and measured:
+        notes.append(
+            Note(
+                f"{len(report.flagged)} layer(s) above {report.threshold:g}; what to keep in float is "
+                "measured on the final output below."
+            )
+        )
+    elif report.flagged:
+        notes.append(Note(f"{len(report.flagged)} layer(s) above {report.threshold:g}; keep them in float with:"))
+        notes.append(Note(f"  {report.keep_float_flags()}", "bold"))
     else:
-        parts.append(Text(f"No layer above {report.threshold:g}: int8 error is at rounding level everywhere."))
-    return Group(*parts)
+        notes.append(Note(f"No layer above {report.threshold:g}: int8 error is at rounding level everywhere."))
+    return TextTable(
+        headers=("#", "layer", "op", "RMSE/scale", "max abs err", "MSE", "scale", "tensor"),
+        rows=rows,
+        right=frozenset({0, 3, 4, 5, 6}),
+        wrap=frozenset({7}),
+        error_rows=frozenset(i for i, layer in enumerate(report.layers) if layer.above_threshold),
+        notes=notes,
+    )
 
 
 def _fmt(value: float, spec: str) -> str:

@@ -9,43 +9,25 @@ that both agree within 10% on the same file and thread count.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from tflite_opt.errors import EvaluationError
+from tflite_opt.measure.runtime import ModelRunner, prepare_inputs
+from tflite_opt.reporting.report import LatencyStats
 
 DEFAULT_WARMUP = 5
 DEFAULT_RUNS = 50
 
 
-@dataclass
-class LatencyStats:
-    """Timed-run statistics in milliseconds (the SPEC §4 ``latency_ms`` object)."""
-
-    median: float
-    p90: float
-    mean: float
-    std: float
-    min: float
-    runs: int
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
-
 def percentile(sorted_values: Sequence[float], p: float) -> float:
-    """The p-th percentile (0..100) of ascending values, linear interpolation between neighbours."""
+    """The p-th percentile (0..100), interpolated linearly between neighbours (NumPy's default method)."""
     if not sorted_values:
         raise ValueError("percentile of no values")
-    k = (len(sorted_values) - 1) * p / 100.0
-    lower = int(math.floor(k))
-    upper = min(lower + 1, len(sorted_values) - 1)
-    return sorted_values[lower] + (k - lower) * (sorted_values[upper] - sorted_values[lower])
+    return float(np.percentile(sorted_values, p))
 
 
 def summarize(times_ms: Sequence[float]) -> LatencyStats:
@@ -111,8 +93,6 @@ def measure_latency(
     Raises:
         EvaluationError: the model cannot be loaded or run, or ``runs`` < 1.
     """
-    from tflite_opt.evaluation import prepare_inputs
-    from tflite_opt.runtime import ModelRunner
 
     if runs < 1:
         raise EvaluationError(f"--runs must be at least 1 to measure latency, got {runs}")

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tflite_opt.errors import EvaluationError
+from tflite_opt.compat import litert
+from tflite_opt.errors import DataError, EvaluationError, first_line
 from tflite_opt.specs import TensorSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,8 +49,8 @@ def read_model_bytes(path: str | os.PathLike) -> bytes:
     return content
 
 
-def create_interpreter(
-    content: bytes, *, threads: int = 1, xnnpack: bool = True, source: str = "model"
+def interpreter_from_bytes(
+    content: bytes, *, threads: int = 1, xnnpack: bool = True, source: str = "model", preserve_all_tensors: bool = False
 ) -> "Interpreter":
     """Create a LiteRT interpreter from a model's bytes.
 
@@ -61,6 +63,7 @@ def create_interpreter(
         xnnpack: apply the default XNNPACK delegate (``OpResolverType.AUTO``); ``False`` uses the builtin
             kernels only (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``, the ``--no-xnnpack`` flag).
         source: what to call the model in error messages (usually its path).
+        preserve_all_tensors: keep every intermediate tensor readable after invoke (activation statistics).
 
     Raises:
         EvaluationError: the bytes are empty or not a valid ``.tflite`` flatbuffer, or the interpreter
@@ -75,42 +78,50 @@ def create_interpreter(
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         return Interpreter(
-            model_content=bytes(content), num_threads=threads, experimental_op_resolver_type=resolver
+            model_content=bytes(content),
+            num_threads=threads,
+            experimental_op_resolver_type=resolver,
+            experimental_preserve_all_tensors=preserve_all_tensors,
         )
     except (ValueError, RuntimeError) as exc:
         raise EvaluationError(_load_message(source, exc)) from exc
 
 
-_delegate_banner_shown = False
-_banner_lock = threading.Lock()
+# LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once per process, straight to file
+# descriptor 2, when the first interpreter with XNNPACK is allocated; that line is noise for our users (stderr
+# carries our progress and errors), so that allocation is silenced unless -v.
+_xnnpack_banner_due = True
 
 
-def _allocate_quietly(wrapper, subgraph: int) -> None:
-    """AllocateTensors; the first call in a process is silenced unless -v.
+def xnnpack_banner_due(xnnpack: bool = True) -> bool:
+    """Whether preparing an interpreter (with XNNPACK when ``xnnpack``) now is the one that prints LiteRT's banner.
 
-    Applying XNNPACK prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once per process,
-    straight to file descriptor 2; that line is noise for our users (stderr carries our progress and errors).
+    Hiding it swaps file descriptors 1 and 2 for the whole process, which only the main thread does: code that
+    prepares interpreters on several threads prepares that first one on the main thread before starting the others
+    (:func:`tflite_opt.measure.workers.run_batches` does).
     """
-    global _delegate_banner_shown
-    if _delegate_banner_shown:
-        wrapper.AllocateTensors(subgraph)
-        return
-    from tflite_opt.tf_runtime import quiet_native  # no TensorFlow import: it only redirects descriptors
+    return xnnpack and _xnnpack_banner_due
 
-    with _banner_lock:
+
+def _allocate_quietly(wrapper, subgraph: int, xnnpack: bool) -> None:
+    """AllocateTensors; the process's first allocation with XNNPACK is silenced (on the main thread, unless -v)."""
+    global _xnnpack_banner_due
+    if xnnpack_banner_due(xnnpack) and threading.current_thread() is threading.main_thread():
+        from tflite_opt.verbosity import quiet_native
+
         with quiet_native():
             wrapper.AllocateTensors(subgraph)
-        _delegate_banner_shown = True
+    else:
+        wrapper.AllocateTensors(subgraph)
+    if xnnpack:
+        _xnnpack_banner_due = False
 
 
 def _load_message(source: str, exc: Exception) -> str:
     reason = " ".join(str(exc).split()) or type(exc).__name__
     if "not a valid Flatbuffer" in reason:
-        return (
-            f"{source} is not a valid .tflite file (damaged or truncated flatbuffer); "
-            "re-export or re-download it"
-        )
-    return f"LiteRT cannot load {source}: {reason[:300]}"
+        return f"{source} is not a valid .tflite file (damaged or truncated flatbuffer); re-export or re-download it"
+    return f"LiteRT cannot load {source}: {first_line(reason)}"
 
 
 @dataclass(frozen=True)
@@ -207,7 +218,7 @@ def _spec_from_details(name: str, details: Mapping) -> TensorSpec:
 
 
 def _binding(interpreter: "Interpreter", name: str, index: int, subgraph: int) -> TensorBinding:
-    details = interpreter._get_tensor_details(index, subgraph)  # noqa: SLF001 - the public API is per-subgraph 0
+    details = litert.tensor_details(interpreter, index, subgraph)
     shape_signature = tuple(int(d) for d in details.get("shape_signature", details["shape"]))
     return TensorBinding(_spec_from_details(name, details), int(index), shape_signature)
 
@@ -216,28 +227,24 @@ def describe_signature(interpreter: "Interpreter", signature: str | None = None)
     """Describe the inputs and outputs of one signature of a loaded interpreter.
 
     Args:
-        interpreter: from :func:`create_interpreter`.
+        interpreter: from :func:`interpreter_from_bytes`.
         signature: the signature key; default ``serving_default`` if present, else the only/first signature,
             else (no signature in the file) the tensor names of subgraph 0.
 
     Raises:
         EvaluationError: the requested signature does not exist.
     """
-    signatures = interpreter._get_full_signature_list()  # noqa: SLF001 - gives name -> tensor index
+    signatures = litert.signature_list(interpreter)
     if signature is not None and signature not in signatures:
         available = ", ".join(repr(k) for k in signatures) or "none"
         raise EvaluationError(f"the model has no signature {signature!r}; its signatures are {available}")
     if not signatures:
-        inputs = tuple(
-            _binding(interpreter, d["name"], d["index"], 0) for d in interpreter.get_input_details()
-        )
-        outputs = tuple(
-            _binding(interpreter, d["name"], d["index"], 0) for d in interpreter.get_output_details()
-        )
+        inputs = tuple(_binding(interpreter, d["name"], d["index"], 0) for d in interpreter.get_input_details())
+        outputs = tuple(_binding(interpreter, d["name"], d["index"], 0) for d in interpreter.get_output_details())
         return SignatureInfo(None, 0, inputs, outputs)
     key = signature or (DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in signatures else next(iter(signatures)))
     definition = signatures[key]
-    subgraph = int(interpreter._interpreter.GetSubgraphIndexFromSignature(key))  # noqa: SLF001
+    subgraph = litert.signature_subgraph(interpreter, key)
     inputs = tuple(_binding(interpreter, n, i, subgraph) for n, i in definition["inputs"].items())
     outputs = tuple(_binding(interpreter, n, i, subgraph) for n, i in definition["outputs"].items())
     return SignatureInfo(key, subgraph, inputs, outputs)
@@ -266,6 +273,29 @@ def dequantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return (values.astype(np.float32) - np.float32(spec.zero_point or 0)) * np.float32(spec.scale)
 
 
+def prepare_inputs(
+    signature: SignatureInfo, sample_inputs: Mapping[str, np.ndarray], batch: int, *, source: str = "model"
+) -> dict[str, np.ndarray]:
+    """Real-valued samples -> stored-dtype arrays of exactly ``batch`` rows (quantized, padded by repetition).
+
+    Raises:
+        DataError: an input is missing from ``sample_inputs``.
+    """
+    arrays = {}
+    for binding in signature.inputs:
+        if binding.name not in sample_inputs:
+            raise DataError(f"no data for input '{binding.name}' of {source}")
+        values = np.asarray(sample_inputs[binding.name])
+        if binding.is_quantized:
+            values = quantize(values, binding.spec)
+        else:
+            values = values.astype(np.dtype(binding.spec.dtype), copy=False)
+        if len(values) < batch:
+            values = np.concatenate([values, np.repeat(values[-1:], batch - len(values), axis=0)])
+        arrays[binding.name] = values
+    return arrays
+
+
 class ModelRunner:
     """One interpreter bound to one signature: resize the batch, set inputs, invoke, read outputs.
 
@@ -284,9 +314,10 @@ class ModelRunner:
         source: str = "model",
     ) -> None:
         self.source = source
-        self.interpreter = create_interpreter(content, threads=threads, xnnpack=xnnpack, source=source)
+        self.xnnpack = xnnpack
+        self.interpreter = interpreter_from_bytes(content, threads=threads, xnnpack=xnnpack, source=source)
         self.signature = describe_signature(self.interpreter, signature)
-        self._wrapper = self.interpreter._interpreter  # noqa: SLF001 - see class docstring
+        self._wrapper = litert.interpreter_wrapper(self.interpreter)
         self._subgraph = self.signature.subgraph_index
         self.batch_size: int | None = None
 
@@ -320,9 +351,9 @@ class ModelRunner:
                     self._wrapper.ResizeInputTensor(
                         binding.index, np.array(shape, dtype=np.int32), False, self._subgraph
                     )
-            _allocate_quietly(self._wrapper, self._subgraph)
+            _allocate_quietly(self._wrapper, self._subgraph, self.xnnpack)
         except (ValueError, RuntimeError) as exc:
-            raise EvaluationError(f"LiteRT cannot prepare {self.source}: {_first_line(exc)}") from exc
+            raise EvaluationError(f"LiteRT cannot prepare {self.source}: {first_line(exc)}") from exc
         self.batch_size = batch
         return batch
 
@@ -335,7 +366,7 @@ class ModelRunner:
             except ValueError as exc:
                 raise EvaluationError(
                     f"input '{binding.name}' of {self.source} rejects an array of shape {value.shape}: "
-                    f"{_first_line(exc)}"
+                    f"{first_line(exc)}"
                 ) from exc
 
     def invoke(self) -> None:
@@ -343,7 +374,7 @@ class ModelRunner:
         try:
             self._wrapper.Invoke(self._subgraph)
         except (ValueError, RuntimeError) as exc:
-            raise EvaluationError(f"LiteRT failed to run {self.source}: {_first_line(exc)}") from exc
+            raise EvaluationError(f"LiteRT failed to run {self.source}: {first_line(exc)}") from exc
 
     def get_outputs(self) -> dict[str, np.ndarray]:
         """Copies of every output in its stored dtype, by signature name."""
@@ -356,18 +387,11 @@ class ModelRunner:
         return self.get_outputs()
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
-def load_signature(
-    content: bytes, *, signature: str | None = None, source: str = "model"
-) -> SignatureInfo:
+def load_signature(content: bytes, *, signature: str | None = None, source: str = "model") -> SignatureInfo:
     """Load a model just to describe its inputs and outputs (no delegate, no allocation).
 
     Raises:
         EvaluationError: the file is not a loadable ``.tflite`` model or lacks the signature.
     """
-    interpreter = create_interpreter(content, xnnpack=False, source=source)
+    interpreter = interpreter_from_bytes(content, xnnpack=False, source=source)
     return describe_signature(interpreter, signature)

@@ -2,7 +2,7 @@
 
 This is the TFLite quantization debugger's "selective quantization" (``QuantizationDebugOptions`` with
 ``denylisted_nodes`` / ``denylisted_ops``): the model is converted with calibration only
-(``_experimental_calibrate_only``, exactly what ``QuantizationDebugger(converter=...)`` does), and the calibrated
+(calibrate-only, exactly what ``QuantizationDebugger(converter=...)`` does), and the calibrated
 float model is quantized by the MLIR quantizer (``mlir_quantize``) with the denylists. Calibration, the slow
 part, runs once; every quantization from it (plain int8, int8 with some layers in float, the debugger's
 instrumented model) takes a fraction of a second. ``tflite-opt auto`` relies on that.
@@ -33,17 +33,20 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from tflite_opt.errors import ConversionError
+from tflite_opt.compat import tf as compat_tf
+from tflite_opt.errors import ConversionError, first_line
 from tflite_opt.modes import IoType, Mode
+from tflite_opt.verbosity import quiet_native
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tflite_opt.conversion import ConversionOptions
     from tflite_opt.progress import Progress
+    from tflite_opt.quantize.options import ConversionOptions
     from tflite_opt.representative_data import Dataset
 
 # Ops that only move data between quantized tensors or carry no arithmetic worth keeping in float.
@@ -205,8 +208,11 @@ class CalibratedModel:
             if not involved:
                 return None, ()
             primary = next(
-                (name for name in involved
-                 if primary_scope is not None and convention.layer_name(primary_scope) == name),
+                (
+                    name
+                    for name in involved
+                    if primary_scope is not None and convention.layer_name(primary_scope) == name
+                ),
                 involved[0],
             )
             return primary, tuple(name for name in involved if name != primary)
@@ -300,28 +306,29 @@ def calibrate(
     Raises:
         ConversionError: the converter failed.
     """
-    from tflite_opt import conversion, tf_runtime
+    from tflite_opt.quantize import converter as backend
+    from tflite_opt.quantize.options import ConversionOptions, calibration_samples
 
     if representative is None:
         raise ConversionError("int8 quantization needs representative data (--representative-data)")
-    converter = conversion.make_converter(saved_model_dir, signature_key)
-    options = conversion.ConversionOptions(
+    converter = backend.make_converter(saved_model_dir, signature_key)
+    options = ConversionOptions(
         mode=Mode.INT8, io_type=IoType.FLOAT32, allow_float_fallback=True, num_samples=num_samples
     )
-    conversion.configure(converter, options, representative, progress)
+    backend.configure(converter, options, representative, progress)
     # What QuantizationDebugger(converter=...) sets: stop after calibration, quantize with the MLIR quantizer.
     converter.experimental_mlir_quantizer = True
-    converter._experimental_calibrate_only = True  # noqa: SLF001 - the debugger's documented route
+    compat_tf.set_calibrate_only(converter)
     try:
-        with tf_runtime.quiet_native():
+        with quiet_native():
             content = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises many types
-        raise ConversionError(conversion.explain_failure(exc, options)) from exc
+        raise ConversionError(backend.explain_failure(exc, options)) from exc
     return CalibratedModel(
         content=bytes(content),
         ops=read_quantizable_ops(content),
-        disable_per_channel=bool(getattr(converter, "_experimental_disable_per_channel", False)),
-        num_samples=len(conversion.calibration_samples(representative, num_samples)),
+        disable_per_channel=compat_tf.per_channel_disabled(converter),
+        num_samples=len(calibration_samples(representative, num_samples)),
     )
 
 
@@ -397,19 +404,17 @@ def quantize_calibrated(
     Raises:
         ConversionError: the quantizer failed.
     """
-    from tflite_opt import tf_runtime
+    from tflite_opt.models import tf_runtime
 
     tf = tf_runtime.import_tensorflow()
-    from tensorflow.lite.python import convert as tflite_convert
-
     io = IoType(io_type)
     io_dtype = {IoType.INT8: tf.int8, IoType.UINT8: tf.uint8, IoType.FLOAT32: tf.float32}[io]
     if numeric_verify:
         io_dtype = tf.float32
     selection = keep_float or KeepFloatSelection()
     try:
-        with tf_runtime.quiet_native():
-            content = tflite_convert.mlir_quantize(
+        with quiet_native():
+            content = compat_tf.mlir_quantize(
                 calibrated.content,
                 disable_per_channel=calibrated.disable_per_channel,
                 input_data_type=io_dtype,
@@ -419,19 +424,10 @@ def quantize_calibrated(
                 denylisted_nodes=list(selection.nodes) or None,
             )
             if not numeric_verify:
-                content = _deduplicate(tflite_convert, content)
+                content = compat_tf.deduplicate_buffers(content)
     except Exception as exc:  # noqa: BLE001 - the quantizer raises RuntimeError/ValueError with C++ text
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ConversionError(f"int8 quantization failed: {first}") from exc
+        raise ConversionError(f"int8 quantization failed: {first_line(exc)}") from exc
     return bytes(content)
-
-
-def _deduplicate(tflite_convert, content: bytes) -> bytes:
-    """Share identical constant buffers, as ``TFLiteConverter`` does after quantizing."""
-    try:
-        return tflite_convert.deduplicate_readonly_buffers(content)
-    except Exception:  # noqa: BLE001 - an optimisation only; the model is valid without it
-        return content
 
 
 def check_loads(content: bytes) -> None:
@@ -440,16 +436,15 @@ def check_loads(content: bytes) -> None:
     Raises:
         ConversionError: it cannot.
     """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from tflite_opt.errors import EvaluationError
+    from tflite_opt.measure.runtime import interpreter_from_bytes
 
     try:
-        interpreter = Interpreter(
-            model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        )
-        interpreter.allocate_tensors()
+        interpreter_from_bytes(content, xnnpack=False, source="the selectively quantized model").allocate_tensors()
+    except EvaluationError as exc:
+        raise ConversionError(f"the selectively quantized model does not load in LiteRT: {exc}") from exc
     except (ValueError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ConversionError(f"the selectively quantized model does not load in LiteRT: {first}") from exc
+        raise ConversionError(f"the selectively quantized model does not load in LiteRT: {first_line(exc)}") from exc
 
 
 def convert_keeping_float(
@@ -478,11 +473,8 @@ def convert_keeping_float(
 
 
 def _sparsify(content: bytes) -> bytes:
-    from tflite_opt import tf_runtime
+    from tflite_opt.models import tf_runtime
 
     tf_runtime.import_tensorflow()
-    from tensorflow.lite.python import convert as tflite_convert
-
-    with tf_runtime.quiet_native():
-        return bytes(tflite_convert.mlir_sparsify(content))
-
+    with quiet_native():
+        return compat_tf.mlir_sparsify(content)
