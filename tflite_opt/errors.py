@@ -25,6 +25,10 @@ class TrainingError(TfliteOptError):
     """Fine-tuning (pruning, QAT, clustering, distillation) cannot start or failed."""
 
 
+class StrictWarning(TfliteOptError):
+    """A warning under ``--strict``: CI asked for warnings to fail the run."""
+
+
 class OutputPathError(TfliteOptError):
     """The output path is unusable (e.g. it is the input, or its folder cannot be written)."""
 

@@ -37,7 +37,13 @@ def progress():
     """The progress reporter for this invocation (rich on stderr, silent with --quiet)."""
     from tflite_opt.reporting.console import RichProgress
 
-    return RichProgress(quiet=is_quiet())
+    return RichProgress(quiet=is_quiet(), strict=_root_flag("strict"))
+
+
+def _root_flag(name: str) -> bool:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    return bool(root and root.obj and root.obj.get(name))
 
 
 def handle_errors(func):

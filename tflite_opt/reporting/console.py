@@ -38,7 +38,8 @@ class RichProgress:
     so logs and CI output get the messages without control characters.
     """
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, strict: bool = False) -> None:
+        self.strict = strict
         self.quiet = quiet
         self.console = stderr_console
         self.warnings: list[str] = []
@@ -88,5 +89,10 @@ class RichProgress:
             self.console.print(message, highlight=False)
 
     def warn(self, message: str) -> None:
+        """Print a warning; with ``--strict`` a warning is an error (exit 1), for CI."""
         self.warnings.append(message)
+        if self.strict:
+            from tflite_opt.errors import StrictWarning
+
+            raise StrictWarning(f"{message} (a warning, and --strict makes warnings errors)")
         self.console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
