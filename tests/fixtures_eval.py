@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.shared_fixtures import build_once
+
 
 def _converter_for(keras_model, mode: str, calibration: np.ndarray):
     import tensorflow as tf
@@ -44,24 +46,27 @@ def tflite_files(tmp_path_factory, keras3_cnn_path, digits):
 
     ``fixed_batch`` is the fp32 model behind a fixed input shape (1, 8, 8, 1): it cannot be batched.
     """
-    import keras
-    import tensorflow as tf
 
-    model = keras.saving.load_model(keras3_cnn_path)
-    train_x = digits[0]
-    folder = tmp_path_factory.mktemp("tflite")
-    paths = {}
-    for mode in ("fp32", "dynamic", "float16", "int8", "int8_float_io"):
-        path = folder / f"cnn_{mode}.tflite"
-        path.write_bytes(_converter_for(model, mode, train_x[:100]).convert())
-        paths[mode] = path
+    def build(folder):
+        import keras
+        import tensorflow as tf
 
-    image = keras.Input(batch_shape=(1, 8, 8, 1), name="image")
-    fixed = keras.Model(image, model(image))
-    path = folder / "cnn_fixed_batch.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(fixed).convert())
-    paths["fixed_batch"] = path
-    return paths
+        model = keras.saving.load_model(keras3_cnn_path)
+        train_x = digits[0]
+        paths = {}
+        for mode in ("fp32", "dynamic", "float16", "int8", "int8_float_io"):
+            path = folder / f"cnn_{mode}.tflite"
+            path.write_bytes(_converter_for(model, mode, train_x[:100]).convert())
+            paths[mode] = path
+
+        image = keras.Input(batch_shape=(1, 8, 8, 1), name="image")
+        fixed = keras.Model(image, model(image))
+        path = folder / "cnn_fixed_batch.tflite"
+        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(fixed).convert())
+        paths["fixed_batch"] = path
+        return paths
+
+    return build_once(tmp_path_factory, "tflite", build)
 
 
 @pytest.fixture(scope="session")
@@ -83,28 +88,31 @@ def two_io_tflite(tmp_path_factory, two_io_savedmodel, digits):
     Returns:
         dict with ``fp32``, ``int8`` (paths) and ``data`` (a .npz with ``image``, ``meta`` and labels ``y``).
     """
-    import tensorflow as tf
 
-    calibration = np.load(two_io_savedmodel.parent / "calib.npz")
-    folder = tmp_path_factory.mktemp("two_io_tflite")
-    fp32 = folder / "two_fp32.tflite"
-    fp32.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(two_io_savedmodel)).convert())
+    def build(folder):
+        import tensorflow as tf
 
-    def representative():
-        for i in range(len(calibration["image"])):
-            yield {"image": calibration["image"][i : i + 1], "meta": calibration["meta"][i : i + 1]}
+        calibration = np.load(two_io_savedmodel.parent / "calib.npz")
+        fp32 = folder / "two_fp32.tflite"
+        fp32.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(two_io_savedmodel)).convert())
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(two_io_savedmodel))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    int8 = folder / "two_int8.tflite"
-    int8.write_bytes(converter.convert())
+        def representative():
+            for i in range(len(calibration["image"])):
+                yield {"image": calibration["image"][i : i + 1], "meta": calibration["meta"][i : i + 1]}
 
-    _, _, test_x, test_y = digits
-    meta = np.random.default_rng(1).random((len(test_x), 4)).astype(np.float32)
-    data = folder / "two_test.npz"
-    np.savez(data, image=test_x, meta=meta, y=test_y)
-    return {"fp32": fp32, "int8": int8, "data": data}
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(two_io_savedmodel))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        int8 = folder / "two_int8.tflite"
+        int8.write_bytes(converter.convert())
+
+        _, _, test_x, test_y = digits
+        meta = np.random.default_rng(1).random((len(test_x), 4)).astype(np.float32)
+        data = folder / "two_test.npz"
+        np.savez(data, image=test_x, meta=meta, y=test_y)
+        return {"fp32": fp32, "int8": int8, "data": data}
+
+    return build_once(tmp_path_factory, "two_io_tflite", build)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.shared_fixtures import build_once
+
 
 def build_keras3_cnn(keras, num_classes: int = 10):
     """The house CNN for 8x8x1 digits: Conv-BN-ReLU, pooling, a dense head producing logits."""
@@ -34,59 +36,68 @@ def fit_on_digits(keras, model, train_x, train_y, *, epochs: int):
 @pytest.fixture(scope="session")
 def keras3_cnn_path(tmp_path_factory, digits):
     """A Keras 3 ``.keras`` CNN trained on digits (~97% test accuracy)."""
-    import keras
 
-    keras.utils.set_random_seed(0)
-    train_x, train_y, _, _ = digits
-    model = build_keras3_cnn(keras)
-    fit_on_digits(keras, model, train_x, train_y, epochs=8)
-    path = tmp_path_factory.mktemp("k3") / "cnn.keras"
-    model.save(path)
-    return path
+    def build(folder):
+        import keras
+
+        keras.utils.set_random_seed(0)
+        train_x, train_y, _, _ = digits
+        model = build_keras3_cnn(keras)
+        fit_on_digits(keras, model, train_x, train_y, epochs=8)
+        model.save(folder / "cnn.keras")
+        return folder / "cnn.keras"
+
+    return build_once(tmp_path_factory, "k3", build)
 
 
 @pytest.fixture(scope="session")
 def tf_keras_cnn_h5(tmp_path_factory, digits):
     """The same architecture in tf_keras (Keras 2), saved as ``.h5``."""
-    import tf_keras
 
-    tf_keras.utils.set_random_seed(0)
-    train_x, train_y, _, _ = digits
-    model = build_keras3_cnn(tf_keras)
-    fit_on_digits(tf_keras, model, train_x, train_y, epochs=8)
-    path = tmp_path_factory.mktemp("k2") / "cnn.h5"
-    model.save(path)
-    return path
+    def build(folder):
+        import tf_keras
+
+        tf_keras.utils.set_random_seed(0)
+        train_x, train_y, _, _ = digits
+        model = build_keras3_cnn(tf_keras)
+        fit_on_digits(tf_keras, model, train_x, train_y, epochs=8)
+        model.save(folder / "cnn.h5")
+        return folder / "cnn.h5"
+
+    return build_once(tmp_path_factory, "k2", build)
 
 
 @pytest.fixture(scope="session")
 def two_io_savedmodel(tmp_path_factory, digits):
     """A SavedModel with two named inputs (image, meta) and two named outputs (digit, parity)."""
-    import keras
 
-    keras.utils.set_random_seed(1)
-    train_x, train_y, _, _ = digits
-    rng = np.random.default_rng(0)
-    meta = rng.random((len(train_x), 4)).astype(np.float32)
-    image = keras.Input((8, 8, 1), name="image")
-    meta_in = keras.Input((4,), name="meta")
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(image)
-    x = keras.layers.Flatten(name="flat")(x)
-    x = keras.layers.Concatenate(name="join")([x, keras.layers.Dense(4, name="meta_dense")(meta_in)])
-    x = keras.layers.Dense(32, activation="relu", name="hidden")(x)
-    digit = keras.layers.Dense(10, name="digit")(x)
-    parity = keras.layers.Dense(2, name="parity")(x)
-    model = keras.Model({"image": image, "meta": meta_in}, {"digit": digit, "parity": parity})
-    model.compile(
-        optimizer="adam",
-        loss={
-            "digit": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            "parity": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        },
-    )
-    model.fit({"image": train_x, "meta": meta}, {"digit": train_y, "parity": train_y % 2}, epochs=3, verbose=0)
-    folder = tmp_path_factory.mktemp("sm")
-    path = folder / "two_io"
-    model.export(str(path), format="tf_saved_model", verbose=False)
-    np.savez(folder / "calib.npz", image=train_x[:100], meta=meta[:100])
-    return path
+    def build(folder):
+        import keras
+
+        keras.utils.set_random_seed(1)
+        train_x, train_y, _, _ = digits
+        rng = np.random.default_rng(0)
+        meta = rng.random((len(train_x), 4)).astype(np.float32)
+        image = keras.Input((8, 8, 1), name="image")
+        meta_in = keras.Input((4,), name="meta")
+        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(image)
+        x = keras.layers.Flatten(name="flat")(x)
+        x = keras.layers.Concatenate(name="join")([x, keras.layers.Dense(4, name="meta_dense")(meta_in)])
+        x = keras.layers.Dense(32, activation="relu", name="hidden")(x)
+        digit = keras.layers.Dense(10, name="digit")(x)
+        parity = keras.layers.Dense(2, name="parity")(x)
+        model = keras.Model({"image": image, "meta": meta_in}, {"digit": digit, "parity": parity})
+        model.compile(
+            optimizer="adam",
+            loss={
+                "digit": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                "parity": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            },
+        )
+        model.fit({"image": train_x, "meta": meta}, {"digit": train_y, "parity": train_y % 2}, epochs=3, verbose=0)
+        path = folder / "two_io"
+        model.export(str(path), format="tf_saved_model", verbose=False)
+        np.savez(folder / "calib.npz", image=train_x[:100], meta=meta[:100])
+        return path
+
+    return build_once(tmp_path_factory, "sm", build)

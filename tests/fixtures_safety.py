@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.fixtures_models import fit_on_digits
+from tests.shared_fixtures import build_once
 
 HOSTILE_LAYER = "dense2"
 OUTLIER_FACTOR = 1000.0
@@ -70,21 +71,25 @@ def add_weight_outliers(model, factor: float, probe: np.ndarray) -> int:
 @pytest.fixture(scope="session")
 def hostile_model(tmp_path_factory, digits, data_dir) -> ModelCase:
     """The MLP with weight outliers in ``dense2`` (see the module docstring); data: ``data_dir`` test/calib."""
-    import keras
 
-    keras.utils.set_random_seed(0)
-    train_x, train_y, test_x, test_y = digits
-    model = build_mlp(keras)
-    fit_on_digits(keras, model, train_x, train_y, epochs=15)
-    before = model.predict(test_x, verbose=0)
-    add_weight_outliers(model, OUTLIER_FACTOR, test_x)
-    after = model.predict(test_x, verbose=0)
-    # The rewrite must not change the float model.
-    assert np.allclose(before, after, atol=1e-3), np.abs(before - after).max()
-    accuracy = float(np.mean(after.argmax(axis=1) == test_y))
-    assert accuracy > 0.93, accuracy
-    path = tmp_path_factory.mktemp("hostile") / "hostile.keras"
-    model.save(path)
+    def build(folder):
+        import keras
+
+        keras.utils.set_random_seed(0)
+        train_x, train_y, test_x, test_y = digits
+        model = build_mlp(keras)
+        fit_on_digits(keras, model, train_x, train_y, epochs=15)
+        before = model.predict(test_x, verbose=0)
+        add_weight_outliers(model, OUTLIER_FACTOR, test_x)
+        after = model.predict(test_x, verbose=0)
+        # The rewrite must not change the float model.
+        assert np.allclose(before, after, atol=1e-3), np.abs(before - after).max()
+        accuracy = float(np.mean(after.argmax(axis=1) == test_y))
+        assert accuracy > 0.93, accuracy
+        model.save(folder / "hostile.keras")
+        return [folder / "hostile.keras", accuracy]
+
+    path, accuracy = build_once(tmp_path_factory, "hostile", build)
     return ModelCase(path, data_dir / "test.npz", data_dir / "calib.npz", accuracy)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tests.shared_fixtures import build_once
 from tflite_opt.cli import cli
 
 
@@ -130,10 +131,34 @@ class CliRun:
         return self.result.exit_code == 0
 
 
+@dataclass
+class StoredResult:
+    """What the tests read of a click Result, kept so that xdist workers can share one run (build_once)."""
+
+    exit_code: int
+    output: str
+    stdout: str
+
+
 def run_json(*args, outputs: dict[str, Path]) -> CliRun:
     result = run_cli(*args, "--format", "json")
     payload = json.loads(result.stdout) if result.exit_code == 0 else None
     return CliRun(result=result, outputs=outputs, payload=payload)
+
+
+def shared_run(tmp_path_factory, key: str, command) -> CliRun:
+    """``command(folder) -> (args, outputs)`` run once per test run through ``run_json`` (see build_once)."""
+
+    def build(folder):
+        args, outputs = command(folder)
+        run = run_json(*args, outputs=outputs)
+        result = run.result
+        return {"exit_code": result.exit_code, "output": result.output, "stdout": result.stdout, "outputs": outputs}
+
+    stored = build_once(tmp_path_factory, key, build)
+    result = StoredResult(stored["exit_code"], stored["output"], stored["stdout"])
+    payload = json.loads(result.stdout) if result.exit_code == 0 else None
+    return CliRun(result=result, outputs=stored["outputs"], payload=payload)
 
 
 # ------------------------------------------------------------------------------------------------ training runs
@@ -142,71 +167,50 @@ def run_json(*args, outputs: dict[str, Path]) -> CliRun:
 @pytest.fixture(scope="session")
 def pruned_run(tmp_path_factory, tf_keras_cnn_h5, data_dir) -> CliRun:
     """``prune --sparsity 0.8`` of the tf_keras CNN to fp32 .tflite and .keras (2 epochs)."""
-    folder = tmp_path_factory.mktemp("pruned")
-    outputs = {"tflite": folder / "pruned.tflite", "keras": folder / "pruned.keras"}
-    return run_json(
-        "prune",
-        tf_keras_cnn_h5,
-        "--train-data",
-        data_dir / "train.npz",
-        "--sparsity",
-        "0.8",
-        "--epochs",
-        "2",
-        "-o",
-        outputs["tflite"],
-        "-o",
-        outputs["keras"],
-        outputs=outputs,
-    )
+
+    def command(folder):
+        outputs = {"tflite": folder / "pruned.tflite", "keras": folder / "pruned.keras"}
+        args = ["prune", tf_keras_cnn_h5, "--train-data", data_dir / "train.npz", "--sparsity", "0.8"]
+        return [*args, "--epochs", "2", "-o", outputs["tflite"], "-o", outputs["keras"]], outputs
+
+    return shared_run(tmp_path_factory, "pruned", command)
 
 
 @pytest.fixture(scope="session")
 def fp32_baseline(tmp_path_factory, tf_keras_cnn_h5) -> Path:
     """The unpruned tf_keras CNN as fp32 .tflite, converted by the ``convert`` command."""
-    out = tmp_path_factory.mktemp("baseline") / "fp32.tflite"
-    result = run_cli("convert", tf_keras_cnn_h5, "-o", out)
-    assert result.exit_code == 0, result.output
-    return out
+
+    def build(folder):
+        result = run_cli("convert", tf_keras_cnn_h5, "-o", folder / "fp32.tflite")
+        assert result.exit_code == 0, result.output
+        return folder / "fp32.tflite"
+
+    return build_once(tmp_path_factory, "baseline", build)
 
 
 @pytest.fixture(scope="session")
 def qat_run(tmp_path_factory, tf_keras_cnn_h5, data_dir) -> CliRun:
     """``qat`` of the tf_keras CNN to an integer-only int8 .tflite (1 epoch)."""
-    out = tmp_path_factory.mktemp("qat") / "qat.tflite"
-    return run_json(
-        "qat",
-        tf_keras_cnn_h5,
-        "--train-data",
-        data_dir / "train.npz",
-        "--epochs",
-        "1",
-        "-o",
-        out,
-        outputs={"tflite": out},
-    )
+
+    def command(folder):
+        out = folder / "qat.tflite"
+        return ["qat", tf_keras_cnn_h5, "--train-data", data_dir / "train.npz", "--epochs", "1", "-o", out], {
+            "tflite": out
+        }
+
+    return shared_run(tmp_path_factory, "qat", command)
 
 
 @pytest.fixture(scope="session")
 def cluster_run(tmp_path_factory, tf_keras_cnn_h5, data_dir) -> CliRun:
     """``cluster --clusters 16`` of the tf_keras CNN to .keras and fp32 .tflite (1 epoch)."""
-    folder = tmp_path_factory.mktemp("cluster")
-    outputs = {"tflite": folder / "clustered.tflite", "keras": folder / "clustered.keras"}
-    return run_json(
-        "cluster",
-        tf_keras_cnn_h5,
-        "--train-data",
-        data_dir / "train.npz",
-        "--clusters",
-        "16",
-        "--epochs",
-        "1",
-        "-o",
-        outputs["tflite"],
-        "-o",
-        outputs["keras"],
-        outputs=outputs,
-    )
+
+    def command(folder):
+        outputs = {"tflite": folder / "clustered.tflite", "keras": folder / "clustered.keras"}
+        args = ["cluster", tf_keras_cnn_h5, "--train-data", data_dir / "train.npz", "--clusters", "16"]
+        return [*args, "--epochs", "1", "-o", outputs["tflite"], "-o", outputs["keras"]], outputs
+
+    return shared_run(tmp_path_factory, "cluster", command)
 
 
 # --------------------------------------------------------------------------------------------- bad inputs
