@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tflite_opt.commands import _common, _outputs
+from tflite_opt.commands import _common, _micro_target, _outputs
 from tflite_opt.modes import ALL_MODE_NAMES, MODE_NAMES, IoType, parse_variant_mode
 
 
@@ -83,12 +83,13 @@ def _parse_modes(ctx, param, value: str) -> list[str]:
     metavar="FILE.png",
     help="Draw accuracy vs latency, marker area = size.",
 )
+@_micro_target.target_option
 @_outputs.output_options
 @_common.handle_errors
 def command(model, data, output_dir, modes, signature, input_shape, trust_model, representative_data, num_samples,
             preprocess, io_type, allow_float_fallback, train_data, qat, prune_sparsity, cluster_count, epochs,
             batch_size, learning_rate, threads, runs, warmup, no_xnnpack, format_, max_accuracy_drop, gate_texts,
-            plot_path, junit_path, html_path):  # fmt: skip
+            plot_path, junit_path, html_path, target):  # fmt: skip
     """Convert to every mode, evaluate all, print the table.
 
     Writes DIR/<variant>.tflite, DIR/report.json (SPEC schema), DIR/report.md and DIR/report.html (or
@@ -102,6 +103,8 @@ def command(model, data, output_dir, modes, signature, input_shape, trust_model,
       tflite-opt compare model.keras --data test.npz --representative-data calib.npz --output-dir out/
       tflite-opt compare model.keras --data test.npz --output-dir out/ --train-data train.npz \\
           --qat --prune 0.5 --cluster 16 --max-accuracy-drop 0.02 --plot out/tradeoff.png
+      tflite-opt compare model.keras --data test.npz --output-dir out/ --target micro \\
+          --gate "int8:arena_bytes<=65536"
     """
     from tflite_opt import models
     from tflite_opt.workflows import comparison
@@ -132,6 +135,7 @@ def command(model, data, output_dir, modes, signature, input_shape, trust_model,
         training=training, gates=gate_list, progress=progress
     )  # fmt: skip
     report = result.report
+    _micro_target.apply(target, report, data=data, gates=gate_list, preprocess=preprocess, progress=progress)
     comparison.write_reports(report, out_dir, plot_path)
     html = html_path or out_dir / "report.html"
     _outputs.write_ci_outputs(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tflite_opt.commands import _common, _outputs
+from tflite_opt.commands import _common, _micro_target, _outputs
 from tflite_opt.representative_data.dataset import PREPROCESS_CHOICES
 
 
@@ -83,13 +83,14 @@ def _reference_from_model(reference: str, progress) -> bytes:
     metavar="N",
     help="Samples per invoke for files with a dynamic batch axis (default: by input size).",
 )
+@_micro_target.target_option
 @_outputs.output_options
 @_common.handle_errors
 def command(files: tuple[str, ...], data: str | None, reference: str | None, threads: int, runs: int, warmup: int,
             no_xnnpack: bool, format_: str, max_accuracy_drop: float | None, gate_texts: tuple[str, ...],
             report_path: str | None, preprocess: str, num_samples: int | None, signature: str | None,
             output_name: str | None, batch_size: int | None, junit_path: str | None,
-            html_path: str | None) -> None:  # fmt: skip
+            html_path: str | None, target: str) -> None:  # fmt: skip
     """Measure accuracy, size and latency of .tflite files in the LiteRT interpreter.
 
     Every file runs on the same data; integer-I/O files are fed quantized inputs and their outputs are
@@ -102,6 +103,7 @@ def command(files: tuple[str, ...], data: str | None, reference: str | None, thr
       tflite-opt evaluate model_fp32.tflite model_int8.tflite --data test.npz
       tflite-opt evaluate *.tflite --data test.npz --format json --report report.json \\
           --max-accuracy-drop 0.01 --gate "size_ratio<=0.3"
+      tflite-opt evaluate model_int8.tflite --data test.npz --target micro --gate "arena_bytes<=65536"
     """
     from tflite_opt.fileio import atomic_write_text, ensure_distinct
     from tflite_opt.measure import evaluation
@@ -149,6 +151,9 @@ def command(files: tuple[str, ...], data: str | None, reference: str | None, thr
         sources, data, reference=names[reference_index], options=options, progress=reporter
     )
     result = evaluation.build_report(run, options, gate_list)
+    contents = {s.name: s.content for s in sources if s.content is not None}
+    _micro_target.apply(target, result, data=data, gates=gate_list, contents=contents, signature=signature,
+                        preprocess=preprocess, progress=reporter)  # fmt: skip
 
     _common.emit_report(result, format_)
     if report_path is not None:

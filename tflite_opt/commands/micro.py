@@ -29,11 +29,6 @@ SIZE_UNITS = {
     "gb": 1000**3,
 }
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
-MODE_HINTS = {
-    "dynamic": "dynamic-range (hybrid) ops do not run on TFLM: convert with --mode int8",
-    "float16": "float16 weights do not run on TFLM: convert with --mode int8 (or fp32)",
-    "int16x8": "TFLM lacks some int16x8 kernels: try --mode int8",
-}
 
 
 def parse_size(text: str) -> int:
@@ -88,12 +83,6 @@ def gate_rows(result, arena_limit: int | None, flash_limit: int | None) -> list[
                 }
             )
     return rows
-
-
-def _unsupported_message(result) -> str:
-    listed = "; ".join(f"{op} ({result.unsupported_reasons[op]})" for op in result.unsupported_ops)
-    hint = MODE_HINTS.get(result.mode or "", "replace them with ops TFLM implements, or register a custom kernel")
-    return f"{result.path} has ops TensorFlow Lite Micro cannot run: {listed}; {hint}"
 
 
 @click.command("micro")
@@ -160,7 +149,7 @@ def command(
       tflite-opt micro model_int8.tflite --data test.npz
       tflite-opt micro model_int8.tflite --arena-limit 64KiB --flash-limit 256KiB --format json
     """
-    from tflite_opt.measure.micro import measure_micro
+    from tflite_opt.measure.micro import measure_micro, unsupported_message
     from tflite_opt.measure.micro_table import micro_tables
     from tflite_opt.measure.runtime import read_model_bytes
 
@@ -187,7 +176,7 @@ def command(
     else:
         _common.print_table(micro_tables(result, arena_limit, flash_limit))
     if result.unsupported_ops:
-        raise click.ClickException(_unsupported_message(result))
+        raise click.ClickException(unsupported_message(result))
     if result.error:
         raise click.ClickException(result.error)
     failed = [g for g in gates if not g["passed"]]

@@ -45,6 +45,7 @@ from tflite_opt.measure.micro_run import (
     run_side_by_side,
 )
 from tflite_opt.progress import Progress, ensure
+from tflite_opt.reporting.micro_columns import HOST_NOTE
 from tflite_opt.representative_data import Dataset, load_data
 
 ARENA_STEP = 1024
@@ -53,15 +54,22 @@ MIN_ARENA_PER_VARIABLE = 128
 FIRST_ARENA = 256 * ARENA_STEP
 MAX_ARENA = 256 << 20
 ARENA_GROWTH = 8
-FLOAT_MODES = {"fp32", "float16", "dynamic"}
+WEIGHT_ONLY_MODES = {"int8-weights", "int4-weights"}
+FLOAT_MODES = {"fp32", "float16", "dynamic", "int4"} | WEIGHT_ONLY_MODES
 FLOAT_WARNING = (
     "float on a microcontroller: consider int8 (tflite-opt convert MODEL --mode int8 --representative-data PATH)"
 )
-HOST_NOTE = (
-    "host (64-bit) arenas run somewhat larger than on 32-bit MCUs (pointers, and the structures holding "
-    "them, are twice the size here); optimized kernels such as CMSIS-NN may add scratch buffers: confirm "
-    "on the device"
+WEIGHT_ONLY_WARNING = (
+    "weight-only quantization on a microcontroller: the weights are dequantized into the arena (RAM) and "
+    "computed in float; consider int8"
 )
+MODE_HINTS = {
+    "int4": "int4 weights with float activations are hybrid ops, which TFLM does not run: convert with --mode int8",
+    "int4-weights": "TFLM cannot dequantize int4 weights: convert with --mode int8",
+    "dynamic": "dynamic-range (hybrid) ops do not run on TFLM: convert with --mode int8",
+    "float16": "float16 weights do not run on TFLM: convert with --mode int8 (or fp32)",
+    "int16x8": "TFLM lacks some int16x8 kernels: try --mode int8",
+}
 
 
 @dataclass
@@ -141,6 +149,7 @@ def measure_micro(
     preprocess: str = "unit",
     num_samples: int | None = None,
     allow_random: bool = False,
+    fidelity: bool = True,
     progress: Progress | None = None,
 ) -> MicroResult:
     """Run a ``.tflite`` in TensorFlow Lite Micro and measure what a microcontroller needs for it.
@@ -153,6 +162,7 @@ def measure_micro(
         signature: the signature whose names label the inputs/outputs (it must be subgraph 0's).
         output: the output agreement/accuracy are computed on (default: the name that sorts first).
         preprocess, num_samples, allow_random: how ``data`` is loaded.
+        fidelity: compare TFLM's outputs with LiteRT's on ``data`` (``False``: the arena search only).
         progress: where progress goes.
 
     Not thread-safe: TFLM's log lines are collected from the process's file descriptors while it runs.
@@ -180,14 +190,29 @@ def measure_micro(
         float_model=details["mode"] in FLOAT_MODES,
     )
     if result.float_model:
-        result.warnings.append(FLOAT_WARNING)
+        result.warnings.append(WEIGHT_ONLY_WARNING if result.mode in WEIGHT_ONLY_MODES else FLOAT_WARNING)
     dataset = _load_dataset(data, model, preprocess, num_samples, allow_random)
     if dataset is not None:
         result.warnings.extend(w for w in dataset.warnings if w not in result.warnings)
     _search_arena(result, model, first_inputs(model, dataset), progress)
-    if result.runs and dataset is not None:
+    if fidelity and result.runs and dataset is not None:
         _measure_fidelity(result, model, dataset, output, progress)
     return result
+
+
+def unsupported_reason(result: MicroResult) -> str:
+    """Why TFLM cannot run the file: ``ops TensorFlow Lite Micro cannot run: OP (reason); hint``, or the error."""
+    if not result.unsupported_ops:
+        return result.error or f"TFLM cannot run {result.path}"
+    listed = "; ".join(f"{op} ({result.unsupported_reasons[op]})" for op in result.unsupported_ops)
+    hint = MODE_HINTS.get(result.mode or "", "replace them with ops TFLM implements, or register a custom kernel")
+    return f"ops TensorFlow Lite Micro cannot run: {listed}; {hint}"
+
+
+def unsupported_message(result: MicroResult) -> str:
+    """:func:`unsupported_reason` as a sentence about the file."""
+    reason = unsupported_reason(result)
+    return f"{result.path} has {reason}" if result.unsupported_ops else reason
 
 
 def _search_arena(result: MicroResult, model: MicroModel, inputs: dict, progress: Progress) -> None:

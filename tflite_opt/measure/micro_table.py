@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tflite_opt.measure import micro_ops
-from tflite_opt.measure.micro import HOST_NOTE, MicroResult
+from tflite_opt.measure.micro import MicroResult
+from tflite_opt.reporting.micro_columns import HOST_NOTE
 from tflite_opt.reporting.tables import Note, TextTable
 
 

@@ -213,5 +213,5 @@ def _why_unknown(variant: VariantResult, metric: str) -> str | None:
     if metric.startswith("latency"):
         return "latency was not measured (--runs 0)"
     if metric == "arena_bytes":
-        return "the arena was not measured (use --target micro)"
+        return variant.micro_note or "the arena was not measured (use --target micro)"
     return None

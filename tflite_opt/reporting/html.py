@@ -12,7 +12,7 @@ import html
 from collections.abc import Sequence
 
 from tflite_opt.errors import TfliteOptError
-from tflite_opt.reporting.report import TABLE_HEADERS, Report, table_rows
+from tflite_opt.reporting.report import Report, table_headers, table_rows
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 STYLE = """
@@ -49,7 +49,7 @@ def _dl(items: Sequence[tuple[str, object]]) -> str:
 def variants_table(report: Report) -> str:
     """The comparison table (the same cells as the terminal table), errors in a last column."""
     has_errors = any(not v.ok for v in report.variants)
-    headers = list(TABLE_HEADERS) + (["error"] if has_errors else [])
+    headers = table_headers(report) + (["error"] if has_errors else [])
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = []
     for variant, row in zip(report.variants, table_rows(report)):

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tflite_opt.reporting import micro_columns
 from tflite_opt.reporting.tables import Note, TextTable
 
 SCHEMA_VERSION = 2
@@ -94,6 +95,7 @@ class VariantResult:
     transforms: list[str] = field(default_factory=list)  # "equalize", "bias_correction", "keep_float:fc1"
     arena_bytes: int | None = None  # TFLite Micro tensor arena
     cached: bool = False  # copied from the pipeline cache, not recomputed
+    micro_note: str | None = None  # --target micro: why TFLM cannot run it, or the float flag; not in the JSON
 
     @property
     def ok(self) -> bool:
@@ -315,6 +317,11 @@ def format_ms(value: float) -> str:
     return f"{value:.2f} ms" if value >= 1 else f"{value:.3g} ms"
 
 
+def table_headers(report: Report) -> list[str]:
+    """The table's columns: :data:`TABLE_HEADERS`, then ``arena``/``flash`` when variants ran in TFLite Micro."""
+    return list(TABLE_HEADERS) + micro_columns.headers(report.variants)
+
+
 def table_rows(report: Report) -> list[tuple[str, ...]]:
     """The comparison table as display strings, one tuple per variant (the TFLite docs' columns)."""
 
@@ -329,6 +336,7 @@ def table_rows(report: Report) -> list[tuple[str, ...]]:
         return "—" if value is None else fmt.format(value)
 
     rows = []
+    micro = micro_columns.shown(report.variants)
     for v in report.variants:
         is_ref = v.name == report.reference
         latency = "—" if v.latency_ms is None else format_ms(v.latency_ms.median)
@@ -345,6 +353,7 @@ def table_rows(report: Report) -> list[tuple[str, ...]]:
                 latency,
                 num(v.speedup, "{:.2f}×"),
             )
+            + (micro_columns.cells(v) if micro else ())
         )
     return rows
 
@@ -352,7 +361,8 @@ def table_rows(report: Report) -> list[tuple[str, ...]]:
 def report_table(report: Report) -> TextTable:
     """The comparison table, then the measurement settings and the gate verdicts under it."""
     rows = [list(row) for row in table_rows(report)]
-    headers = list(TABLE_HEADERS)
+    headers = table_headers(report)
+    columns = len(headers)
     has_errors = any(not v.ok for v in report.variants)
     if has_errors:
         headers.append("error")
@@ -367,12 +377,13 @@ def report_table(report: Report) -> TextTable:
             "dim",
         )
     ]
+    notes += [Note(text, "dim") for text in micro_columns.notes(report.variants)]
     notes += [Note(("✔ " if g.passed else "✘ ") + g.describe(), "ok" if g.passed else "error") for g in report.gates]
     return TextTable(
         headers=headers,
         rows=[tuple(row) for row in rows],
-        right=frozenset(range(2, len(TABLE_HEADERS))),
-        wrap=frozenset({len(TABLE_HEADERS)}) if has_errors else frozenset(),
+        right=frozenset(range(2, columns)),
+        wrap=frozenset({columns}) if has_errors else frozenset(),
         error_rows=frozenset(i for i, v in enumerate(report.variants) if v.error),
         notes=notes,
         drop_order=tuple(TABLE_HEADERS.index(h) for h in DROP_FIRST),
@@ -385,13 +396,14 @@ def _md_escape(text: str) -> str:
 
 def to_markdown(report: Report) -> str:
     """A GitHub-flavoured Markdown table (errors in a last column), settings and gates below it."""
-    headers = list(TABLE_HEADERS)
+    headers = table_headers(report)
+    numeric = len(headers) - 2
     has_errors = any(not v.ok for v in report.variants)
     if has_errors:
         headers.append("error")
     lines = [
         "| " + " | ".join(headers) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * 8) + ("|---|" if has_errors else "|"),
+        "|" + "|".join(["---"] * 2 + ["---:"] * numeric) + ("|---|" if has_errors else "|"),
     ]
     for variant, row in zip(report.variants, table_rows(report)):
         cells = [_md_escape(c) for c in row]
@@ -406,6 +418,9 @@ def to_markdown(report: Report) -> str:
         f"{settings.warmup} warm-up, {settings.threads} thread(s), XNNPACK {'on' if settings.xnnpack else 'off'}; "
         f"LiteRT {report.environment.get('ai_edge_litert')}, Python {report.environment.get('python')}.",
     ]
+    micro_notes = micro_columns.notes(report.variants)
+    if micro_notes:
+        lines += [""] + [f"- {_md_escape(text)}" for text in micro_notes]
     if report.gates:
         lines += ["", "Gates:", ""]
         lines += [f"- {'✔' if g.passed else '✘'} {_md_escape(g.describe())}" for g in report.gates]
