@@ -130,3 +130,20 @@ def test_an_array_header_claiming_more_than_the_file_holds_is_refused_before_loa
         f"{named} is truncated or damaged: its header declares an array of shape {shape} and dtype float32 "
         f"(256,000,000,000 bytes) but it holds {10 * 64 * 4:,} bytes of data; re-create the file"
     )
+
+
+@pytest.mark.parametrize(
+    ("litert_error", "expected"),
+    [
+        ("Encountered unresolved custom op: FlexAtan2.\nSee instructions: ...",
+         "m.tflite uses the TensorFlow op Atan2 (a Select TF / Flex op)"),
+        ("Didn't find op for builtin opcode 'STABLEHLO_COMPOSITE' version '2'. An older version of this builtin "
+         "might be supported.", "m.tflite uses the builtin op STABLEHLO_COMPOSITE version 2, which this LiteRT build"),
+        ("Encountered unresolved custom op: MyOp.", "m.tflite uses the custom op MyOp, which"),
+    ],
+)  # fmt: skip
+def test_missing_kernel_errors_are_explained(litert_error, expected):
+    from tflite_opt.measure import runtime
+
+    assert runtime._missing_kernel_message("m.tflite", " ".join(litert_error.split())).startswith(expected)
+    assert runtime._missing_kernel_message("m.tflite", "tensor 3 has the wrong type") is None
