@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
+import signal
 
 import click
 
@@ -65,6 +68,19 @@ class LazyGroup(click.Group):
             ctx.fail(f"No such command '{name}'.{hint}")
         return super().resolve_command(ctx, args)
 
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            # Ctrl-C or SIGTERM: temporaries were removed on the way up (fileio) and the output lock released;
+            # one line and the shell's exit code for the signal (128 + its number), no traceback.
+            signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+            click.echo(
+                f"Interrupted ({signal.Signals(signum).name}): files finished before it are complete and kept",
+                err=True,
+            )
+            raise click.exceptions.Exit(128 + int(signum)) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, command_summary(module)) for name, module in COMMANDS.items()]
         with formatter.section("Commands"):
@@ -92,7 +108,50 @@ def _set_root_flag(ctx: click.Context, param: click.Parameter, value: bool) -> N
         set_verbose(True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so the same clean-up runs."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated(signum)
+
+
+# Outputs a run owns while it writes them (tflite_opt/outputlock.py): parameter -> (a folder?, how users name it).
+LOCKED_OUTPUTS = {"output_dir": (True, "--output-dir"), "output": (False, "-o file"), "outputs": (False, "-o file")}
+
+
+def _with_output_lock(command: click.Command) -> None:
+    """Wrap ``command``'s callback so that it holds the lock of each output folder/file it was given."""
+    callback = command.callback
+    if callback is None or getattr(callback, "locks_outputs", False):
+        return
+
+    @functools.wraps(callback)
+    def locked(*args, **kwargs):
+        from tflite_opt.outputlock import OutputBusyError, output_lock
+
+        with contextlib.ExitStack() as stack:
+            for name, (folder, option) in LOCKED_OUTPUTS.items():
+                values = kwargs.get(name)
+                for value in (values,) if isinstance(values, str) else values or ():
+                    try:
+                        stack.enter_context(
+                            output_lock(value, folder=folder, option=option, command=f"tflite-opt {command.name}")
+                        )
+                    except OutputBusyError as exc:
+                        raise click.ClickException(str(exc)) from exc
+            return callback(*args, **kwargs)
+
+    locked.locks_outputs = True
+    command.callback = locked
+
+
 def _with_global_flags(command: click.Command) -> click.Command:
+    _with_output_lock(command)
     names = {param.name for param in command.params}
     for name, (decls, help_) in GLOBAL_FLAGS.items():
         if name not in names:
@@ -133,4 +192,5 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool, strict: bool, wide: bool
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
     cli(prog_name="tflite-opt")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -57,6 +59,37 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
         try:
             candidate.unlink()
             removed.append(candidate)
+        except OSError:
+            pass
+    return removed
+
+
+# Temporary names of this module's writers: ``.NAME.PID.RANDOM.tmp`` (atomic_write_bytes, check_writable; mkstemp's
+# RANDOM has no dots) and ``.STEM.tmpPID[SUFFIX]`` (atomic_save, a file or a SavedModel folder).
+_TEMPORARY_NAMES = (re.compile(r"^\..+\.(\d+)\.[a-z0-9_]+\.tmp$"), re.compile(r"^\..+\.tmp(\d+)(\.[^.]+)?$"))
+
+
+def remove_stale_temporaries_in(folder: str | os.PathLike) -> list[Path]:
+    """Remove every temporary in ``folder`` left by a writer of this module whose process is gone.
+
+    The output-folder lock (:mod:`tflite_opt.outputlock`) calls this once it holds the folder, so the run after a
+    killed one starts clean whichever files the killed run was writing.
+    """
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        pid = next((int(m.group(1)) for rule in _TEMPORARY_NAMES if (m := rule.match(entry.name))), None)
+        if pid is None or _alive(pid):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
         except OSError:
             pass
     return removed

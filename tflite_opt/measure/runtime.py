@@ -11,6 +11,7 @@ of subgraph 0.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -121,7 +122,39 @@ def _load_message(source: str, exc: Exception) -> str:
     reason = " ".join(str(exc).split()) or type(exc).__name__
     if "not a valid Flatbuffer" in reason:
         return f"{source} is not a valid .tflite file (damaged or truncated flatbuffer); re-export or re-download it"
-    return f"LiteRT cannot load {source}: {first_line(reason)}"
+    return _missing_kernel_message(source, reason) or f"LiteRT cannot load {source}: {first_line(reason)}"
+
+
+_UNRESOLVED_CUSTOM_OP = re.compile(r"unresolved custom op: (\S+?)\.?(?:\s|$)")
+_MISSING_BUILTIN = re.compile(r"Didn't find op for builtin opcode '([^']+)' version '(\d+)'")
+
+
+def _missing_kernel_message(source: str, reason: str) -> str | None:
+    """LiteRT's "unresolved custom op" / "didn't find op for builtin" errors (at creation, allocation or the
+    first invoke, depending on the op) said as what the user can do about them; ``None`` for other errors."""
+    custom = _UNRESOLVED_CUSTOM_OP.search(reason)
+    if custom and custom.group(1).startswith("Flex"):
+        return (
+            f"{source} uses the TensorFlow op {custom.group(1)[4:]} (a Select TF / Flex op), which this LiteRT "
+            "interpreter cannot run; convert without SELECT_TF_OPS, or run it where the Flex delegate is linked"
+        )
+    if custom:
+        return (
+            f"{source} uses the custom op {custom.group(1)}, which this LiteRT build has no kernel for; running it "
+            f"needs a custom op resolver that registers {custom.group(1)} (an application or LiteRT build with the "
+            "kernel linked in); 'tflite-opt inspect' still reads the file"
+        )
+    builtin = _MISSING_BUILTIN.search(reason)
+    if builtin:
+        return (
+            f"{source} uses the builtin op {builtin.group(1)} version {builtin.group(2)}, which this LiteRT build "
+            "has no kernel for; upgrade ai-edge-litert, or convert with the TensorFlow version it matches"
+        )
+    return None
+
+
+def _run_message(doing: str, source: str, exc: Exception) -> str:
+    return _missing_kernel_message(source, " ".join(str(exc).split())) or f"LiteRT {doing} {source}: {first_line(exc)}"
 
 
 @dataclass(frozen=True)
@@ -315,6 +348,8 @@ class ModelRunner:
     ) -> None:
         self.source = source
         self.xnnpack = xnnpack
+        self._content = content
+        self._plan = None
         self.interpreter = interpreter_from_bytes(content, threads=threads, xnnpack=xnnpack, source=source)
         self.signature = describe_signature(self.interpreter, signature)
         self._wrapper = litert.interpreter_wrapper(self.interpreter)
@@ -344,6 +379,7 @@ class ModelRunner:
             batch = self.signature.fixed_batch
         if batch == self.batch_size:
             return batch
+        self._check_memory(batch)
         try:
             if self.signature.batch_resizable:
                 for binding in self.inputs:
@@ -353,9 +389,21 @@ class ModelRunner:
                     )
             _allocate_quietly(self._wrapper, self._subgraph, self.xnnpack)
         except (ValueError, RuntimeError) as exc:
-            raise EvaluationError(f"LiteRT cannot prepare {self.source}: {first_line(exc)}") from exc
+            raise EvaluationError(_run_message("cannot prepare", self.source, exc)) from exc
         self.batch_size = batch
         return batch
+
+    def _check_memory(self, batch: int) -> None:
+        """Refuse a batch whose tensors cannot fit in the memory available, before LiteRT allocates them."""
+        from tflite_opt.measure import resources
+
+        resizable = self.signature.batch_resizable
+        if self._plan is None:
+            self._plan = resources.plan_of(self._content, resizable=resizable) or False
+        if self._plan:
+            resources.check_fits(
+                self._plan, batch=batch, xnnpack=self.xnnpack, source=self.source, batch_resizable=resizable
+            )
 
     def set_inputs(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Copy stored-dtype arrays (already quantized where needed) into the inputs, by name."""
@@ -374,7 +422,7 @@ class ModelRunner:
         try:
             self._wrapper.Invoke(self._subgraph)
         except (ValueError, RuntimeError) as exc:
-            raise EvaluationError(f"LiteRT failed to run {self.source}: {first_line(exc)}") from exc
+            raise EvaluationError(_run_message("failed to run", self.source, exc)) from exc
 
     def get_outputs(self) -> dict[str, np.ndarray]:
         """Copies of every output in its stored dtype, by signature name."""

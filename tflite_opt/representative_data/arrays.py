@@ -33,9 +33,42 @@ def normalize_labels(labels: np.ndarray, source: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def check_npy_size(handle, size: int, source: str) -> None:
+    """Refuse an array whose ``.npy`` header declares more data than the ``size`` bytes stored, before NumPy
+    allocates the declared array (a damaged or hostile header would otherwise ask for any amount of memory).
+
+    ``handle`` is positioned at the start of the ``.npy`` data; headers this cannot parse are left to ``np.load``.
+
+    Raises:
+        DataError: naming ``source``.
+    """
+    from numpy.lib import format as npy_format
+
+    try:
+        version = npy_format.read_magic(handle)
+        read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+        start = handle.tell()
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError):
+        return
+    if dtype.hasobject:
+        return
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if start + declared > size:
+        raise DataError(
+            f"{source} is truncated or damaged: its header declares an array of shape {tuple(shape)} and dtype "
+            f"{dtype} ({declared:,} bytes) but it holds {max(size - start, 0):,} bytes of data; re-create the file"
+        )
+
+
 def load_npz(path: Path, input_specs: Sequence[TensorSpec]) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as archive:
+            members = set(archive.zip.namelist())
+            for key in archive.files:
+                info = archive.zip.getinfo(f"{key}.npy" if f"{key}.npy" in members else key)
+                with archive.zip.open(info) as member:
+                    check_npy_size(member, info.file_size, f"array '{key}' in {path}")
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"cannot read {path} as a .npz archive: {exc}") from exc
@@ -63,6 +96,8 @@ def load_npy(path: Path, input_specs: Sequence[TensorSpec]) -> Dataset:
             "use a .npz keyed by input name"
         )
     try:
+        with open(path, "rb") as handle:
+            check_npy_size(handle, path.stat().st_size, str(path))
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"cannot read {path} as a .npy array: {exc}") from exc
