@@ -26,6 +26,17 @@ pytest_plugins = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory):
+    """One SavedModel export per Keras file per test run (``TFLITE_OPT_EXPORT_CACHE``, shared by xdist workers
+    and by the CLI processes tests start); tests/test_export_cache.py checks the cache itself."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    os.environ["TFLITE_OPT_EXPORT_CACHE"] = str(root / "export-cache")
+    yield root / "export-cache"
+
+
 @pytest.fixture(scope="session")
 def digits():
     """Digits as (train_x, train_y, test_x, test_y), images 8x8x1 in [0, 1], float32."""

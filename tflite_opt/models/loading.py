@@ -115,12 +115,15 @@ class LoadedModel:
     _saved_model_dir: Path | None = None
     _outputs: list[TensorSpec] | None = None
     _signature_fn: Any = None
+    _from_file: bool = False  # keras_model is exactly what ``path`` holds (the export may be cached)
 
     @property
     def saved_model_dir(self) -> Path:
-        """A SavedModel of this model (exported once, on first use, into a temp folder removed at exit)."""
+        """A SavedModel of this model (exported once, on first use, into a temp folder removed at exit, or taken
+        from the opt-in export cache: :mod:`tflite_opt.models.export_cache`)."""
         if self._saved_model_dir is None:
-            self._saved_model_dir = export_saved_model(self.keras_model, self.kind)
+            source = self.path if self._from_file else None
+            self._saved_model_dir = export_saved_model(self.keras_model, self.kind, source=source)
         return self._saved_model_dir
 
     @property
@@ -287,7 +290,7 @@ def _load_keras(path: Path, kind: ModelKind, trust_model: bool) -> LoadedModel:
                 f"{path} needs unsafe deserialization (e.g. a Lambda layer); pass --trust-model if you trust it"
             ) from exc
         raise ModelLoadError(f"cannot load {kind.value} model {path}: {message}") from exc
-    return LoadedModel(path=path, kind=kind, keras_model=model, inputs=keras_input_specs(model, kind))
+    return LoadedModel(path=path, kind=kind, keras_model=model, inputs=keras_input_specs(model, kind), _from_file=True)
 
 
 def keras_input_specs(model, kind: ModelKind) -> list[TensorSpec]:
@@ -323,10 +326,24 @@ def scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{prefix}_", dir=_scratch_root))
 
 
-def export_saved_model(keras_model, kind: ModelKind) -> Path:
-    """Export a Keras 3 or tf_keras model to a temporary SavedModel (removed at exit)."""
-    folder = scratch_dir("export")
-    target = folder / "model"
+def export_saved_model(keras_model, kind: ModelKind, *, source: Path | None = None) -> Path:
+    """Export a Keras 3 or tf_keras model to a temporary SavedModel (removed at exit).
+
+    ``source``: the file ``keras_model`` was loaded from, unchanged; its export is then taken from (or put into)
+    the opt-in export cache (:mod:`tflite_opt.models.export_cache`) when that is on.
+    """
+    if source is not None:
+        from tflite_opt.models.export_cache import cached_export
+
+        cached = cached_export(source, kind.value, lambda target: _export_to(keras_model, kind, target))
+        if cached is not None:
+            return cached
+    target = scratch_dir("export") / "model"
+    _export_to(keras_model, kind, target)
+    return target
+
+
+def _export_to(keras_model, kind: ModelKind, target: Path) -> None:
     tf = _tf(kind)
     try:
         if kind == ModelKind.KERAS3 or is_keras3_model(keras_model):
@@ -337,7 +354,6 @@ def export_saved_model(keras_model, kind: ModelKind) -> Path:
         raise ModelLoadError(
             f"cannot export {getattr(keras_model, 'name', 'the model')} for conversion: {first_line(exc)}"
         ) from exc
-    return target
 
 
 def is_keras3_model(model) -> bool:
