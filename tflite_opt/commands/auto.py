@@ -216,7 +216,7 @@ def _load_inputs(
 ):
     """The source model, the evaluation data and the calibration data, each checked against the model."""
     from tflite_opt import models
-    from tflite_opt.representative_data import load_data
+    from tflite_opt.representative_data import load_data, ranges
 
     loaded = models.load_model(
         model,
@@ -234,7 +234,9 @@ def _load_inputs(
     representative = load_data(
         representative_data, loaded.inputs, preprocess=preprocess, num_samples=num_samples, allow_random=True
     )
-    for warning in representative.warnings:
+    for warning in representative.warnings + ranges.range_mismatch_warnings(
+        representative.inputs, evaluation_data.inputs, representative.source, evaluation_data.source
+    ):
         progress.warn(warning)
     return loaded, evaluation_data, representative
 

@@ -59,6 +59,7 @@ from tflite_opt.measure.workers import (
 from tflite_opt.progress import Progress, ensure
 from tflite_opt.reporting.report import Report, Settings, VariantResult
 from tflite_opt.representative_data import Dataset, load_data
+from tflite_opt.representative_data.ranges import clipping_warnings
 
 __all__ = [
     "GZIP_LEVEL",
@@ -216,11 +217,15 @@ class _DataCache:
                     num_samples=self.options.num_samples,
                     allow_random=self.options.allow_random,
                 )
-            for warning in dataset.warnings:
-                if warning not in self.warnings:
-                    self.warnings.append(warning)
+            self.note(dataset.warnings)
             self._cache[key] = dataset
         return self._cache[key]
+
+    def note(self, warnings) -> None:
+        """Keep warnings about the data (each once), to be reported after the run."""
+        for warning in warnings:
+            if warning not in self.warnings:
+                self.warnings.append(warning)
 
 
 def _file_bytes_facts(content: bytes, result: VariantResult) -> None:
@@ -304,6 +309,7 @@ def _load_and_run(
     dataset = data.get(runner.signature)
     if dataset is None:
         return None, None
+    data.note(clipping_warnings(runner.signature.input_specs, dataset.inputs, label, dataset.source))
     with progress.task(f"{source.name}: {len(dataset)} samples", total=len(dataset)) as task:
         outputs = run_batches(
             content,
