@@ -68,16 +68,17 @@ class LatencyStats:
 class VariantResult:
     """One measured ``.tflite`` file: the SPEC §4 variant object, field for field.
 
-    ``size_bytes``/``gzip_bytes`` are 0 and ``sha256`` is ``""`` only when the file itself could not be read or
-    produced (then ``error`` says why). Fractions are in [0, 1]; ``accuracy_delta`` < 0 is a drop.
+    ``path``, ``size_bytes``, ``gzip_bytes`` and ``sha256`` are ``None`` (unknown, SPEC §4) when the file was
+    never produced or could not be read (then ``error`` says why). Fractions are in [0, 1]; ``accuracy_delta`` < 0
+    is a drop.
     """
 
     name: str
     mode: str | None = None
-    path: str = ""
-    sha256: str = ""
-    size_bytes: int = 0
-    gzip_bytes: int = 0
+    path: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    gzip_bytes: int | None = None
     size_ratio: float | None = None
     accuracy: float | None = None
     top5: float | None = None
