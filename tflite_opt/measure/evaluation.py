@@ -196,6 +196,7 @@ def _flatbuffer_facts(content: bytes, label: str, result: VariantResult) -> None
     details = inspection.analyze(content, source=label)
     result.sparsity = details["sparsity"]
     result.integer_only = details["integer_only"]
+    result.file_mode = details["mode"]
     if result.mode is None:
         result.mode = details["mode"]
 
