@@ -32,10 +32,11 @@ SETTINGS_KEYS = {"threads", "xnnpack", "warmup", "runs", "num_samples"}
 VARIANT_TYPES = {
     "name": (str,),
     "mode": (str, type(None)),
-    "path": (str,),
-    "sha256": (str,),
-    "size_bytes": (int,),
-    "gzip_bytes": (int,),
+    # null when unknown (SPEC §4): a variant that was never made has no file
+    "path": (str, type(None)),
+    "sha256": (str, type(None)),
+    "size_bytes": (int, type(None)),
+    "gzip_bytes": (int, type(None)),
     "size_ratio": (float, type(None)),
     "accuracy": (float, type(None)),
     "top5": (float, type(None)),

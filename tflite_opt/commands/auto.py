@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tflite_opt.commands import _common, _outputs
+from tflite_opt.commands import _checks, _common, _outputs
 from tflite_opt.modes import IoType
 from tflite_opt.quantize.search import DEFAULT_MAX_FLOAT_LAYERS, SKIPPABLE
 from tflite_opt.reporting.report import FORMATS
@@ -159,6 +159,8 @@ def command(model, data, representative_data, num_samples, preprocess, output, m
     for extra in (report_path, junit_path, html_path):
         if extra is not None:
             fileio.ensure_distinct(extra, model, data, representative_data, output)
+    _checks.check_tflite_suffix(output)
+    _checks.check_report_suffix(report_path)
 
     progress = _common.progress()
     loaded, evaluation_data, representative = _load_inputs(
@@ -216,7 +218,7 @@ def _load_inputs(
 ):
     """The source model, the evaluation data and the calibration data, each checked against the model."""
     from tflite_opt import models
-    from tflite_opt.representative_data import load_data
+    from tflite_opt.representative_data import load_data, ranges
 
     loaded = models.load_model(
         model,
@@ -234,7 +236,9 @@ def _load_inputs(
     representative = load_data(
         representative_data, loaded.inputs, preprocess=preprocess, num_samples=num_samples, allow_random=True
     )
-    for warning in representative.warnings:
+    for warning in representative.warnings + ranges.range_mismatch_warnings(
+        representative.inputs, evaluation_data.inputs, representative.source, evaluation_data.source
+    ):
         progress.warn(warning)
     return loaded, evaluation_data, representative
 

@@ -162,7 +162,7 @@ def _check_outputs(out_dir: Path, inputs, outputs) -> None:
 def _load_data(loaded, data, train_data, representative_data, num_samples, preprocess, modes, qat, progress):
     """(evaluation, training, calibration) data, each checked against the model; calibration falls back to the
     training data, then (with a warning) to the evaluation data."""
-    from tflite_opt.representative_data import load_data
+    from tflite_opt.representative_data import load_data, ranges
 
     evaluation_data = load_data(data, loaded.inputs, preprocess=preprocess, allow_random=True)
     training_data = None
@@ -184,6 +184,8 @@ def _load_data(loaded, data, train_data, representative_data, num_samples, prepr
                 "calibration and evaluation apart"
             )
         if representative is not evaluation_data:  # evaluation reports the evaluation data's own warnings
-            for warning in representative.warnings:
+            for warning in representative.warnings + ranges.range_mismatch_warnings(
+                representative.inputs, evaluation_data.inputs, representative.source, evaluation_data.source
+            ):
                 progress.warn(warning)
     return evaluation_data, training_data, representative

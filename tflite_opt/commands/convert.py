@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tflite_opt.commands import _common
+from tflite_opt.commands import _checks, _common
 from tflite_opt.modes import (
     ALL_MODE_NAMES,
     QUANTIZER_MODES,
@@ -172,6 +172,7 @@ def command(
         equalize, equalize_relu6, bias_correction, save_equalized, is_tflite, representative_data, model
     )
     out_path = fileio.ensure_distinct(output, model, representative_data, recipe)
+    _checks.check_tflite_suffix(output)
     fileio.check_writable(out_path)
     progress = _common.progress()
     if is_tflite:

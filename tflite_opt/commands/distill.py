@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tflite_opt.commands import _common
+from tflite_opt.commands import _checks, _common
 from tflite_opt.modes import MODE_NAMES, IoType, Mode
 from tflite_opt.training.distillation import (
     DEFAULT_ALPHA,
@@ -229,6 +229,7 @@ def command(teacher, student, train_data, outputs, transfer_data, val_data, val_
         (keras_out, tflite_out, report_path),
         (teacher, student, train_data, transfer_data, val_data, representative_data),
     )
+    _checks.check_report_suffix(report_path)
 
     progress = _common.progress()
     teacher_model = models.load_model(teacher, signature=teacher_signature, trust_model=trust_model, progress=progress)

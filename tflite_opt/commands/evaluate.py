@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tflite_opt.commands import _common, _micro_target, _outputs
+from tflite_opt.commands import _checks, _common, _micro_target, _outputs
 from tflite_opt.representative_data.dataset import PREPROCESS_CHOICES
 
 
@@ -39,7 +39,7 @@ def _reference_from_model(reference: str, progress) -> bytes:
 
 
 @click.command("evaluate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
     "--data",
     callback=_check_data,
@@ -72,6 +72,13 @@ def _reference_from_model(reference: str, progress) -> bytes:
 @click.option("--num-samples", type=click.IntRange(min=1), metavar="N", help="Use only the first N samples.")
 @click.option("--signature", metavar="KEY", help="Signature to run (default: serving_default / the first).")
 @click.option(
+    "--input-shape",
+    "input_shape",
+    multiple=True,
+    metavar="NAME=D0,D1,...",
+    help="Size a dynamic (-1) input axis, batch axis included (e.g. image=1,224,224,3). Repeatable.",
+)
+@click.option(
     "--output",
     "output_name",
     metavar="NAME",
@@ -90,7 +97,7 @@ def command(files: tuple[str, ...], data: str | None, reference: str | None, thr
             no_xnnpack: bool, format_: str, max_accuracy_drop: float | None, gate_texts: tuple[str, ...],
             report_path: str | None, preprocess: str, num_samples: int | None, signature: str | None,
             output_name: str | None, batch_size: int | None, junit_path: str | None,
-            html_path: str | None, target: str) -> None:  # fmt: skip
+            html_path: str | None, target: str, input_shape: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Measure accuracy, size and latency of .tflite files in the LiteRT interpreter.
 
     Every file runs on the same data; integer-I/O files are fed quantized inputs and their outputs are
@@ -111,6 +118,8 @@ def command(files: tuple[str, ...], data: str | None, reference: str | None, thr
     from tflite_opt.reporting import report as report_mod
 
     gate_list = _common.parse_gate_options(gate_texts, max_accuracy_drop)
+    input_shapes = _common.parse_input_shapes(input_shape)
+    _checks.refuse_models(files)
     paths = list(files)
     reference_index = 0
     reporter = _common.progress()
@@ -132,6 +141,7 @@ def command(files: tuple[str, ...], data: str | None, reference: str | None, thr
     for output in (report_path, junit_path, html_path):
         if output is not None:
             ensure_distinct(output, *paths)
+    _checks.check_report_suffix(report_path)
 
     options = _common.make_evaluation_options(
         threads,
@@ -143,6 +153,7 @@ def command(files: tuple[str, ...], data: str | None, reference: str | None, thr
         output=output_name,
         num_samples=num_samples,
         batch_size=batch_size,
+        input_shapes=input_shapes,
     )
     sources = [evaluation.VariantSource(name=n, path=p) for n, p in zip(names, paths)]
     if reference_content is not None:

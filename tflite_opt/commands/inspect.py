@@ -62,7 +62,7 @@ def render_inspection(result):
 
 
 @click.command("inspect")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True))
 @click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--signature", metavar="KEY", help="Signature whose inputs/outputs to list (default: serving_default).")
 @handle_errors
@@ -78,9 +78,11 @@ def command(file: str, format_: str, signature: str | None) -> None:
       tflite-opt inspect model_int8.tflite
       tflite-opt inspect model_int8.tflite --format json | jq .integer_only
     """
+    from tflite_opt.commands._checks import refuse_models
     from tflite_opt.measure.inspection import inspect_model
     from tflite_opt.measure.runtime import read_model_bytes
 
+    refuse_models([file])
     result = inspect_model(read_model_bytes(file), path=file, signature=signature)
     if format_ == "json":
         click.echo(json.dumps(result.to_json_dict(), indent=2))

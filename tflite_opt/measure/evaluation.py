@@ -46,6 +46,7 @@ from tflite_opt.measure.metrics import (
     top1,
     topk_accuracy,
 )
+from tflite_opt.measure.preflight import DataCache, check_data_fits, describe_files, signature_difference
 from tflite_opt.measure.runtime import ModelRunner, SignatureInfo, read_model_bytes
 from tflite_opt.measure.workers import (
     MAX_BATCH,
@@ -58,7 +59,8 @@ from tflite_opt.measure.workers import (
 )
 from tflite_opt.progress import Progress, ensure
 from tflite_opt.reporting.report import Report, Settings, VariantResult
-from tflite_opt.representative_data import Dataset, load_data
+from tflite_opt.representative_data import Dataset
+from tflite_opt.representative_data.ranges import clipping_warnings
 
 __all__ = [
     "GZIP_LEVEL",
@@ -119,6 +121,7 @@ class EvaluationOptions:
     allow_random: bool = True
     batch_size: int | None = None
     workers: int | None = None
+    input_shapes: dict[str, tuple[int | None, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -178,51 +181,6 @@ def variant_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
-class _DataCache:
-    """Loads and validates the data once per distinct input description (names, shapes, real dtypes) of the files."""
-
-    def __init__(self, data: str | os.PathLike | Dataset | None, options: EvaluationOptions) -> None:
-        self.data = data
-        self.options = options
-        self._cache: dict[tuple, Dataset] = {}
-        self.warnings: list[str] = []
-
-    def get(self, info: SignatureInfo) -> Dataset | None:
-        from tflite_opt.representative_data.dataset import validate
-
-        if self.data is None:
-            return None
-        specs = info.data_specs
-        key = tuple((s.name, s.shape[1:], s.dtype) for s in specs)
-        if key not in self._cache:
-            if isinstance(self.data, Dataset):
-                dataset = Dataset(
-                    inputs=dict(self.data.inputs),
-                    labels=self.data.labels,
-                    source=self.data.source,
-                    class_names=self.data.class_names,
-                    warnings=list(self.data.warnings),
-                ).take(self.options.num_samples)
-                dataset.inputs = dict(dataset.inputs)
-                if len(specs) == 1 and len(dataset.inputs) == 1 and specs[0].name not in dataset.inputs:
-                    # One array for a one-input model, whatever its key (as 'x' in a .npz).
-                    dataset.inputs = {specs[0].name: next(iter(dataset.inputs.values()))}
-                validate(dataset, specs)  # raises its message, or casts
-            else:
-                dataset = load_data(
-                    self.data,
-                    specs,
-                    preprocess=self.options.preprocess,
-                    num_samples=self.options.num_samples,
-                    allow_random=self.options.allow_random,
-                )
-            for warning in dataset.warnings:
-                if warning not in self.warnings:
-                    self.warnings.append(warning)
-            self._cache[key] = dataset
-        return self._cache[key]
-
-
 def _file_bytes_facts(content: bytes, result: VariantResult) -> None:
     """sha256 and gzip size of a file, into ``result`` (both release the GIL; fine on any bytes)."""
     from tflite_opt.measure.inspection import file_digest
@@ -238,6 +196,7 @@ def _flatbuffer_facts(content: bytes, label: str, result: VariantResult) -> None
     details = inspection.analyze(content, source=label)
     result.sparsity = details["sparsity"]
     result.integer_only = details["integer_only"]
+    result.file_mode = details["mode"]
     if result.mode is None:
         result.mode = details["mode"]
 
@@ -245,7 +204,7 @@ def _flatbuffer_facts(content: bytes, label: str, result: VariantResult) -> None
 def _measure(
     source: VariantSource,
     result: VariantResult,
-    data: _DataCache,
+    data: DataCache,
     options: EvaluationOptions,
     progress: Progress,
     pool: WorkerPool,
@@ -280,6 +239,7 @@ def _measure(
                 sample=sample,
                 signature=options.signature,
                 source=label,
+                input_shapes=options.input_shapes,
             )
     return run
 
@@ -289,21 +249,29 @@ def _load_and_run(
     label: str,
     source: VariantSource,
     result: VariantResult,
-    data: _DataCache,
+    data: DataCache,
     options: EvaluationOptions,
     progress: Progress,
     pool: WorkerPool,
 ) -> tuple[RunOutputs | None, Dataset | None]:
     # The interpreter's verifier rejects damaged files here, before the flatbuffer is walked. This runner
     # (delegate not applied until it is prepared) is then the calling thread's inference worker.
-    runner = ModelRunner(content, threads=1, xnnpack=options.xnnpack, signature=options.signature, source=label)
+    runner = ModelRunner(
+        content,
+        threads=1,
+        xnnpack=options.xnnpack,
+        signature=options.signature,
+        source=label,
+        input_shapes=options.input_shapes,
+    )
     # The walk runs here while a helper hashes: it holds the GIL, the hashing does not (beside the inference it
     # would stall the workers). Its error — a file the verifier accepted but the schema reader cannot walk — is
     # reported before any from the data or the inference: neither is tried then.
     _flatbuffer_facts(content, label, result)
-    dataset = data.get(runner.signature)
+    dataset = data.fitted(runner.signature)
     if dataset is None:
         return None, None
+    data.note(clipping_warnings(runner.signature.input_specs, dataset.inputs, label, dataset.source))
     with progress.task(f"{source.name}: {len(dataset)} samples", total=len(dataset)) as task:
         outputs = run_batches(
             content,
@@ -315,6 +283,7 @@ def _load_and_run(
             batch_size=options.batch_size,
             source=label,
             on_batch=task.advance,
+            input_shapes=options.input_shapes,
         )
     return _score(outputs, runner.signature, dataset, options, result), dataset
 
@@ -388,16 +357,23 @@ def evaluate_variants(
 
     Raises:
         EvaluationError: no sources, duplicate names, or an unknown reference name.
+        DataError: the data fits none of the files (checked before anything is measured).
     """
     options = options or EvaluationOptions()
     progress = ensure(progress)
     reference = _check_names(sources, reference)
-    cache = _DataCache(data, options)
-    results = {s.name: VariantResult(name=s.name, mode=s.mode, path=s.path) for s in sources}
+    cache = DataCache(data, options)
+    # A variant that was never made has no file: its path, size and digest are unknown (null), not "" or 0.
+    results = {
+        s.name: VariantResult(name=s.name, mode=s.mode, path=(s.path or None) if s.error is None else None)
+        for s in sources
+    }
     runs: dict[str, RunOutputs | None] = {}
     # The reference goes first so that a failure to read the data is reported against it.
     order = sorted(sources, key=lambda s: s.name != reference)
     measured = measured or {}
+    signatures = describe_files([s for s in order if s.name not in measured and s.error is None], options)
+    check_data_fits(signatures, cache)
     with WorkerPool(worker_count(options.workers)) as pool:  # one pool for every file
         for source in order:
             if source.name in measured:
@@ -414,12 +390,7 @@ def evaluate_variants(
         if runs.get(source.name) is not None:
             num_samples = len(runs[source.name].predictions)
 
-    ref = results[reference]
-    if ref.ok:
-        for source in sources:
-            result = results[source.name]
-            if result.ok:
-                _compare_to_reference(result, runs.get(source.name), ref, runs.get(reference))
+    _compare_all(results, runs, reference, signatures, progress)
     for warning in cache.warnings:
         progress.warn(warning)
     return EvaluationRun(
@@ -429,6 +400,22 @@ def evaluate_variants(
         warnings=list(cache.warnings),
         outputs=runs,
     )
+
+
+def _compare_all(results, runs, reference: str, signatures, progress: Progress) -> None:
+    """Fields against the reference, for every variant with the reference's signature (others are warned about)."""
+    ref = results[reference]
+    if not ref.ok:
+        return
+    for name, result in results.items():
+        difference = signature_difference(signatures.get(reference), signatures.get(name))
+        if difference is not None:
+            progress.warn(
+                f"{name} is not the same model as the reference {reference} ({difference}): its size ratio, "
+                "speedup, Δ accuracy, agreement and SQNR are left empty"
+            )
+        elif result.ok:
+            _compare_to_reference(result, runs.get(name), ref, runs.get(reference))
 
 
 def _check_names(sources: Sequence[VariantSource], reference: str | None) -> str:

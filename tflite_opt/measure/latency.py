@@ -76,6 +76,7 @@ def measure_latency(
     sample: Mapping[str, np.ndarray] | None = None,
     signature: str | None = None,
     source: str = "model",
+    input_shapes: Mapping[str, tuple[int | None, ...]] | None = None,
 ) -> LatencyStats:
     """Time single-sample inference of a model.
 
@@ -89,6 +90,7 @@ def measure_latency(
             quantized with their scale/zero point); ``None`` feeds uniform noise as the benchmark tool does.
         signature: signature key (default ``serving_default``/the first).
         source: name for error messages.
+        input_shapes: sizes for dynamic input axes (``--input-shape``), by input name.
 
     Raises:
         EvaluationError: the model cannot be loaded or run, or ``runs`` < 1.
@@ -98,7 +100,9 @@ def measure_latency(
         raise EvaluationError(f"--runs must be at least 1 to measure latency, got {runs}")
     if warmup < 0:
         raise EvaluationError(f"--warmup must be 0 or more, got {warmup}")
-    runner = ModelRunner(content, threads=threads, xnnpack=xnnpack, signature=signature, source=source)
+    runner = ModelRunner(
+        content, threads=threads, xnnpack=xnnpack, signature=signature, source=source, input_shapes=input_shapes
+    )
     batch = runner.prepare(1)
     if sample is None:
         arrays = synthetic_inputs(runner)

@@ -345,13 +345,18 @@ class ModelRunner:
         xnnpack: bool = True,
         signature: str | None = None,
         source: str = "model",
+        input_shapes: Mapping[str, tuple[int | None, ...]] | None = None,
     ) -> None:
+        from tflite_opt.measure.input_shapes import resize_signature
+
         self.source = source
         self.xnnpack = xnnpack
         self._content = content
         self._plan = None
         self.interpreter = interpreter_from_bytes(content, threads=threads, xnnpack=xnnpack, source=source)
-        self.signature = describe_signature(self.interpreter, signature)
+        # --input-shape: dynamic axes get their sizes here and are resized to them in prepare().
+        self.signature = resize_signature(describe_signature(self.interpreter, signature), input_shapes, source)
+        self._resized = bool(input_shapes)
         self._wrapper = litert.interpreter_wrapper(self.interpreter)
         self._subgraph = self.signature.subgraph_index
         self.batch_size: int | None = None
@@ -381,9 +386,10 @@ class ModelRunner:
             return batch
         self._check_memory(batch)
         try:
-            if self.signature.batch_resizable:
+            if self.signature.batch_resizable or self._resized:
+                lead = [batch] if self.signature.batch_resizable else []
                 for binding in self.inputs:
-                    shape = [batch] + [max(int(d), 1) for d in binding.shape_signature[1:]]
+                    shape = lead + [max(int(d), 1) for d in binding.shape_signature[len(lead) :]]
                     self._wrapper.ResizeInputTensor(
                         binding.index, np.array(shape, dtype=np.int32), False, self._subgraph
                     )

@@ -100,6 +100,7 @@ def run_dataset(
     workers: int | None = None,
     source: str = "model",
     on_batch: Callable[[int], None] | None = None,
+    input_shapes: Mapping[str, tuple[int | None, ...]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run a model on every sample and return its outputs by signature name, in real units.
 
@@ -112,6 +113,7 @@ def run_dataset(
         workers: interpreters run in parallel (default: one per CPU core); their threads live for this call.
         source: name for messages.
         on_batch: called with the number of samples after each batch (progress; may be called from threads).
+        input_shapes: sizes for dynamic input axes (``--input-shape``), by input name.
 
     Returns:
         output name -> array with a leading axis of ``len(dataset)``; quantized outputs are dequantized.
@@ -120,7 +122,9 @@ def run_dataset(
         EvaluationError: the model cannot be loaded or run.
         DataError: the dataset is empty.
     """
-    first = ModelRunner(content, threads=1, xnnpack=xnnpack, signature=signature, source=source)
+    first = ModelRunner(
+        content, threads=1, xnnpack=xnnpack, signature=signature, source=source, input_shapes=input_shapes
+    )
     _, batch = _batching(first.signature, len(dataset), batch_size, source)
     batches = -(-len(dataset) // batch)
     with WorkerPool(min(worker_count(workers), batches)) as pool:
@@ -134,6 +138,7 @@ def run_dataset(
             batch_size=batch_size,
             source=source,
             on_batch=on_batch,
+            input_shapes=input_shapes,
         )
 
 
@@ -148,6 +153,7 @@ def run_batches(
     batch_size: int | None = None,
     source: str = "model",
     on_batch: Callable[[int], None] | None = None,
+    input_shapes: Mapping[str, tuple[int | None, ...]] | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`run_dataset` on a pool the caller owns: the calling thread and every helper of ``pool``.
 
@@ -156,8 +162,14 @@ def run_batches(
     parallel too. When a batch fails, the other workers stop at their next one and the first error is raised
     here once all of them have stopped.
     """
+
+    def new_runner() -> ModelRunner:
+        return ModelRunner(
+            content, threads=1, xnnpack=xnnpack, signature=signature, source=source, input_shapes=input_shapes
+        )
+
     if first is None:
-        first = ModelRunner(content, threads=1, xnnpack=xnnpack, signature=signature, source=source)
+        first = new_runner()
     info = first.signature
     n = len(dataset)
     want, batch = _batching(info, n, batch_size, source)
@@ -168,7 +180,7 @@ def run_batches(
         try:
             for index in queue:
                 if runner is None:
-                    runner = ModelRunner(content, threads=1, xnnpack=xnnpack, signature=signature, source=source)
+                    runner = new_runner()
                 if runner.batch_size is None:
                     runner.prepare(want)
                 start, stop = index * batch, min(index * batch + batch, n)

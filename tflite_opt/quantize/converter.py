@@ -71,8 +71,8 @@ def configure(converter, options: ConversionOptions, representative: "Dataset | 
 
 
 def _representative_generator(representative: "Dataset", num_samples: int | None, progress):
-    samples = calibration_samples(representative, num_samples)
     progress = ensure(progress)
+    samples = calibration_samples(representative, num_samples, progress)
 
     def generate() -> Iterable[dict]:
         with progress.task("Calibrating", total=len(samples)) as task:

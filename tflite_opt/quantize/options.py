@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 from tflite_opt.modes import Algorithm, Backend, Granularity, IoType, Mode, default_backend
 
 if TYPE_CHECKING:  # pragma: no cover
+    from tflite_opt.progress import Progress
     from tflite_opt.representative_data import Dataset
 
 DEFAULT_CALIBRATION_SAMPLES = 500
+MIN_CALIBRATION_SAMPLES = 100  # below this, calibration is warned about
 # EXPERIMENTAL_SPARSITY on int8/dynamic files makes XNNPACK fail to prepare FULLY_CONNECTED (google/XNNPACK#1419).
 SPARSE_ENCODING_MODES = (Mode.FP32, Mode.FLOAT16, Mode.INT16X8)
 
@@ -72,7 +74,20 @@ class ConversionResult:
     changes: list[str] = field(default_factory=list)
 
 
-def calibration_samples(representative: "Dataset", num_samples: int | None) -> "Dataset":
-    """The samples calibration uses: the first ``num_samples`` (default ``DEFAULT_CALIBRATION_SAMPLES``)."""
+def calibration_samples(
+    representative: "Dataset", num_samples: int | None, progress: "Progress | None" = None
+) -> "Dataset":
+    """The samples calibration uses: the first ``num_samples`` (default ``DEFAULT_CALIBRATION_SAMPLES``).
+
+    With ``progress`` (the calibration itself, not a later look at the same samples), fewer than
+    ``MIN_CALIBRATION_SAMPLES`` are warned about: the activation ranges of a few samples miss what the model sees.
+    """
     limit = num_samples if num_samples is not None else DEFAULT_CALIBRATION_SAMPLES
-    return representative.take(limit)
+    samples = representative.take(limit)
+    if progress is not None and len(samples) < MIN_CALIBRATION_SAMPLES:
+        progress.warn(
+            f"calibrating on {len(samples)} sample{'s' if len(samples) != 1 else ''} of {samples.source}: "
+            f"activation ranges from fewer than {MIN_CALIBRATION_SAMPLES} samples are unreliable (the converter's "
+            "docs recommend 100-500 representative samples); give more samples"
+        )
+    return samples

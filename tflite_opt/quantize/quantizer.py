@@ -298,7 +298,7 @@ def _calibration_data(
             f"--mode {Mode(options.mode).value}" if Mode(options.mode) in recipes.STATIC_MODES else "--algorithm gptq"
         )
         raise ConversionError(f"{what} needs representative data to calibrate (--representative-data PATH)")
-    samples = calibration_samples(representative, options.num_samples)
+    samples = calibration_samples(representative, options.num_samples, progress)
     progress.info(f"Calibrating on {len(samples)} samples")
     return {signature_key: list(samples.samples())}
 

@@ -89,7 +89,10 @@ class RichProgress:
             self.console.print(message, highlight=False)
 
     def warn(self, message: str) -> None:
-        """Print a warning; with ``--strict`` a warning is an error (exit 1), for CI."""
+        """Print a warning (once: the same words again are not repeated); with ``--strict`` a warning is an error
+        (exit 1), for CI."""
+        if message in self.warnings:
+            return
         self.warnings.append(message)
         if self.strict:
             from tflite_opt.errors import StrictWarning

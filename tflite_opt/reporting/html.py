@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from tflite_opt.errors import TfliteOptError
 from tflite_opt.reporting.report import Report, table_headers, table_rows
+from tflite_opt.reporting.training_columns import add_gzip_columns
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 STYLE = """
@@ -49,10 +50,13 @@ def _dl(items: Sequence[tuple[str, object]]) -> str:
 def variants_table(report: Report) -> str:
     """The comparison table (the same cells as the terminal table), errors in a last column."""
     has_errors = any(not v.ok for v in report.variants)
-    headers = table_headers(report) + (["error"] if has_errors else [])
+    headers = table_headers(report)
+    rows = [list(row) for row in table_rows(report)]
+    add_gzip_columns(report, headers, rows)  # pruned/clustered rows: the gzip size is their gain
+    headers += ["error"] if has_errors else []
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = []
-    for variant, row in zip(report.variants, table_rows(report)):
+    for variant, row in zip(report.variants, rows):
         cells = [f'<td class="text">{html.escape(row[0])}</td>', f'<td class="text">{html.escape(row[1])}</td>']
         cells += [f"<td>{html.escape(c)}</td>" for c in row[2:]]
         if has_errors:

@@ -18,6 +18,10 @@ from typing import Any
 
 from tflite_opt.reporting import micro_columns
 from tflite_opt.reporting.tables import Note, TextTable
+from tflite_opt.reporting.training_columns import add_gzip_columns, mode_label
+from tflite_opt.reporting.units import format_ms, format_size
+
+__all__ = ["format_ms", "format_size"]  # re-exported: the table formats live in reporting.units
 
 SCHEMA_VERSION = 2
 TOOL_NAME = "tflite-opt"
@@ -69,16 +73,17 @@ class LatencyStats:
 class VariantResult:
     """One measured ``.tflite`` file: the SPEC §4 variant object, field for field.
 
-    ``size_bytes``/``gzip_bytes`` are 0 and ``sha256`` is ``""`` only when the file itself could not be read or
-    produced (then ``error`` says why). Fractions are in [0, 1]; ``accuracy_delta`` < 0 is a drop.
+    ``path``, ``size_bytes``, ``gzip_bytes`` and ``sha256`` are ``None`` (unknown, SPEC §4) when the file was
+    never produced or could not be read (then ``error`` says why). Fractions are in [0, 1]; ``accuracy_delta`` < 0
+    is a drop.
     """
 
     name: str
     mode: str | None = None
-    path: str = ""
-    sha256: str = ""
-    size_bytes: int = 0
-    gzip_bytes: int = 0
+    path: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    gzip_bytes: int | None = None
     size_ratio: float | None = None
     accuracy: float | None = None
     top5: float | None = None
@@ -96,6 +101,7 @@ class VariantResult:
     arena_bytes: int | None = None  # TFLite Micro tensor arena
     cached: bool = False  # copied from the pipeline cache, not recomputed
     micro_note: str | None = None  # --target micro: why TFLM cannot run it, or the float flag; not in the JSON
+    file_mode: str | None = None  # what the file's contents say it is (not in the JSON; the table's mode column)
 
     @property
     def ok(self) -> bool:
@@ -299,22 +305,7 @@ TABLE_HEADERS = (
     "speedup",
 )
 # On a narrow terminal these columns go first, in this order (JSON and --wide keep them all).
-DROP_FIRST = ("agreement", "SQNR", "speedup", "Δ accuracy", "vs ref")
-
-
-def format_size(size: int) -> str:
-    """Human file size, 1 decimal: ``46.2 KB``, ``3.1 MB`` (powers of 1024)."""
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"  # pragma: no cover
-
-
-def format_ms(value: float) -> str:
-    """Milliseconds with 3 significant digits below 1 ms (``0.0112 ms``), 2 decimals above (``12.34 ms``)."""
-    return f"{value:.2f} ms" if value >= 1 else f"{value:.3g} ms"
+DROP_FIRST = ("agreement", "SQNR", "speedup", "Δ accuracy", "vs ref", "gzip vs ref")
 
 
 def table_headers(report: Report) -> list[str]:
@@ -343,7 +334,7 @@ def table_rows(report: Report) -> list[tuple[str, ...]]:
         rows.append(
             (
                 v.name + (" (ref)" if is_ref else ""),
-                v.mode or "—",
+                mode_label(v),
                 format_size(v.size_bytes) if v.size_bytes else "—",
                 num(v.size_ratio, "{:.2f}×"),
                 pct(v.accuracy),
@@ -362,7 +353,8 @@ def report_table(report: Report) -> TextTable:
     """The comparison table, then the measurement settings and the gate verdicts under it."""
     rows = [list(row) for row in table_rows(report)]
     headers = table_headers(report)
-    columns = len(headers)
+    add_gzip_columns(report, headers, rows)
+    measured = len(headers)
     has_errors = any(not v.ok for v in report.variants)
     if has_errors:
         headers.append("error")
@@ -382,11 +374,12 @@ def report_table(report: Report) -> TextTable:
     return TextTable(
         headers=headers,
         rows=[tuple(row) for row in rows],
-        right=frozenset(range(2, columns)),
-        wrap=frozenset({columns}) if has_errors else frozenset(),
+        right=frozenset(range(2, measured)),
+        wrap=frozenset({measured}) if has_errors else frozenset(),
         error_rows=frozenset(i for i, v in enumerate(report.variants) if v.error),
         notes=notes,
-        drop_order=tuple(TABLE_HEADERS.index(h) for h in DROP_FIRST),
+        drop_order=tuple(headers.index(h) for h in DROP_FIRST if h in headers),
+        spill=True,
     )
 
 
@@ -397,15 +390,14 @@ def _md_escape(text: str) -> str:
 def to_markdown(report: Report) -> str:
     """A GitHub-flavoured Markdown table (errors in a last column), settings and gates below it."""
     headers = table_headers(report)
-    numeric = len(headers) - 2
+    rows = [list(row) for row in table_rows(report)]
+    add_gzip_columns(report, headers, rows)
     has_errors = any(not v.ok for v in report.variants)
-    if has_errors:
-        headers.append("error")
     lines = [
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * numeric) + ("|---|" if has_errors else "|"),
+        "| " + " | ".join(headers + (["error"] if has_errors else [])) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * (len(headers) - 2)) + ("|---|" if has_errors else "|"),
     ]
-    for variant, row in zip(report.variants, table_rows(report)):
+    for variant, row in zip(report.variants, rows):
         cells = [_md_escape(c) for c in row]
         if has_errors:
             cells.append(_md_escape(variant.error or ""))

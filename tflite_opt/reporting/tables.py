@@ -28,6 +28,8 @@ class TextTable:
         notes: the lines under the table.
         title: shown above the table when set.
         drop_order: columns that may be hidden when the terminal is too narrow, least important first.
+        spill: when the table cannot fit even with its ``wrap`` columns wrapped, those columns become lines
+            under the table (``row label: header: text``) instead (the first column must label the rows).
     """
 
     headers: Sequence[str]
@@ -38,6 +40,7 @@ class TextTable:
     notes: list[Note] = field(default_factory=list)
     title: str | None = None
     drop_order: Sequence[int] = ()
+    spill: bool = False
 
     def without(self, hidden: Sequence[int]) -> "TextTable":
         """The same table with the columns ``hidden`` left out."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tflite_opt.errors import DataError
+from tflite_opt.representative_data.ranges import integer_array_warning
 from tflite_opt.specs import TensorSpec
 
 PREPROCESS_CHOICES = ("unit", "symmetric", "imagenet", "raw")
@@ -101,10 +102,16 @@ def validate(dataset: Dataset, input_specs: Sequence[TensorSpec]) -> None:
                 hint = "; the leading axis of the array is the sample axis: add a trailing/channel axis"
             elif len(got) == len(want) + 1 and got[0] == 1:
                 hint = "; each sample carries an extra axis of 1: remove the batch axis from the samples"
+            else:
+                dims = ", ".join("any" if d is None else str(d) for d in want)
+                hint = f"; give an array of shape (samples, {dims})"
             raise DataError(
                 f"input '{spec.name}' expects samples of shape {_fmt(want)} but {dataset.source} has "
-                f"{_fmt(got)} (array {_fmt(array.shape)}){hint}; or pass --input-shape"
+                f"{_fmt(got)} (array {_fmt(array.shape)}){hint}"
             )
+        warning = integer_array_warning(array, spec, dataset.source)
+        if warning is not None and warning not in dataset.warnings:
+            dataset.warnings.append(warning)
         dataset.inputs[spec.name] = _cast(array, spec, dataset.source)
 
 

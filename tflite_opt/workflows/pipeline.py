@@ -287,7 +287,8 @@ def _evaluate(spec, model, run: ModelRun, contents, errors, cache, digests, pack
     report.pipeline = spec.sha256  # SPEC §4 v2 "pipeline"
     for item in report.variants:
         item.cached = run.status.get(item.name) == "cached"
-        item.path = str(run.output_dir / f"{item.name}.tflite")
+        if item.name not in errors:  # a variant that was never built has no file (path null)
+            item.path = str(run.output_dir / f"{item.name}.tflite")
         if item.backend is None and item.ok:
             item.backend = _backend(variants[item.name])
     return report

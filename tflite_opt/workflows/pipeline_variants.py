@@ -107,9 +107,8 @@ def build_variants(
             task.update(description=f"Building {variant.name} ({variant.kind}, {variant.mode})")
             try:
                 results[variant.name] = _build(variant, model, loaded, inputs, progress)
-            except TfliteOptError as exc:  # reported with the variant; a bug in our code propagates
+            except TfliteOptError as exc:  # reported once, with the variant; a bug in our code propagates
                 results[variant.name] = exc
-                progress.warn(f"{variant.name}: {exc}")
             task.advance()
     return results
 
@@ -129,9 +128,8 @@ def _build_from_tflite(model: "ModelSpec", variants: "list[VariantSpec]", progre
             representative = inputs.calibration(source.inputs) if needs_calibration(variant) else None
             options = _conversion_options(variant, model)
             results[variant.name] = conversion.convert_tflite(source, options, representative, progress).content
-        except TfliteOptError as exc:
+        except TfliteOptError as exc:  # reported once, with the variant
             results[variant.name] = exc
-            progress.warn(f"{variant.name}: {exc}")
     return results
 
 
