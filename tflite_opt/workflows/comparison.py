@@ -16,6 +16,7 @@ from tflite_opt.fileio import atomic_write_bytes
 from tflite_opt.modes import Backend, IoType, Mode, parse_variant_mode
 from tflite_opt.progress import Progress, ensure
 from tflite_opt.quantize.conversion import ConversionOptions, convert, convert_keras_model, quantize_float_tflite
+from tflite_opt.quantize.recipes import needs_calibration
 
 if TYPE_CHECKING:  # pragma: no cover
     from tflite_opt.measure.evaluation import EvaluationOptions
@@ -158,11 +159,7 @@ class _Converters:
         self._fp32: bytes | None = None
 
     def make(self, options: ConversionOptions) -> bytes:
-        data = (
-            self.representative
-            if options.mode in (Mode.INT8, Mode.INT16X8) or options.algorithm.value == "gptq"
-            else None
-        )
+        data = self.representative if needs_calibration(options) else None
         if options.resolved_backend == Backend.CONVERTER:
             content = convert(self.model, options, data, self.progress)
             if options.mode == Mode.FP32 and self._fp32 is None:
