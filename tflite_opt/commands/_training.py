@@ -6,6 +6,7 @@ rendering per-layer tables.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ def training_options(learning_rate: float, epochs: int = 2):
                 is_flag=True,
                 help="Allow layers that run arbitrary Python when loaded (Lambda). Only for files you trust.",
             ),
+            _distribute.timeout_option,
             click.option(
                 "--distribute",
                 type=click.Choice(DISTRIBUTE_CHOICES),
@@ -110,9 +112,7 @@ def training_options(learning_rate: float, epochs: int = 2):
                 help="Labelled training data: .npz with 'y', or DIR/<class>/* image folder.",
             ),
         ]
-        for option in options:
-            func = option(func)
-        return _distribute.timeout_option(func)
+        return functools.reduce(lambda decorated, option: option(decorated), options, func)
 
     return decorate
 
