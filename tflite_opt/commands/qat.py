@@ -98,7 +98,7 @@ def command(model, output, io_type, preserve_sparsity, allow_float_fallback, rep
         progress=progress,
         inputs=inputs,
     )
-    facts = inspection.inspect_model(Path(written[0].path).read_bytes(), path=written[0].path)
+    facts = inspection.inspect_model(Path(written[0].path).read_bytes(), path=str(paths[0]))
     if format_ == "json":
         print_json(
             {
