@@ -25,6 +25,10 @@ class TrainingError(TfliteOptError):
     """Fine-tuning (pruning, QAT, clustering, distillation) cannot start or failed."""
 
 
+class ClusterConfigError(TfliteOptError):
+    """``TF_CONFIG`` (the cluster of ``--distribute multi-worker``) is missing or malformed; commands exit 2."""
+
+
 class StrictWarning(TfliteOptError):
     """A warning under ``--strict``: CI asked for warnings to fail the run."""
 

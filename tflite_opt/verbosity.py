@@ -89,3 +89,24 @@ def _is_fd(stream, fd: int) -> bool:
         return stream.fileno() == fd
     except (AttributeError, ValueError, OSError):
         return False
+
+
+def silence_native_stderr() -> None:
+    """From now on, send what native code writes to file descriptor 2 to /dev/null (unless ``-v``); Python's
+    ``sys.stderr`` keeps reaching the terminal through a duplicate of the descriptor. stdout is untouched.
+
+    For a multi-worker run, whose gRPC and coordination-service threads log at any time, until the very end of
+    the process (a worker that outlives the coordination leader logs failed heartbeats as it exits). Called by
+    the CLI, which owns the process; does nothing when ``sys.stderr`` is not descriptor 2 (embedded use, tests).
+    """
+    if _VERBOSE or not _is_fd(sys.stderr, 2):
+        return
+    try:
+        sys.stderr.flush()
+        visible = os.dup(2)
+    except (OSError, ValueError):
+        return
+    sink = os.open(os.devnull, os.O_WRONLY)
+    sys.stderr = os.fdopen(visible, "w", buffering=1, encoding=sys.stderr.encoding, errors=sys.stderr.errors)
+    os.dup2(sink, 2)
+    os.close(sink)

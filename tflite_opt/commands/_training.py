@@ -6,6 +6,7 @@ rendering per-layer tables.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from tflite_opt.commands import _common
+from tflite_opt.commands import _common, _distribute
 from tflite_opt.modes import IoType, Mode
 from tflite_opt.training import fit  # no TensorFlow at import time
 
 if TYPE_CHECKING:  # pragma: no cover
     from tflite_opt.models import LoadedModel
     from tflite_opt.representative_data import Dataset
+    from tflite_opt.training.cluster import ClusterRole
     from tflite_opt.training.fit import FitHistory
     from tflite_opt.training.layers import LayerWeights
 
@@ -59,12 +61,13 @@ def training_options(learning_rate: float, epochs: int = 2):
                 is_flag=True,
                 help="Allow layers that run arbitrary Python when loaded (Lambda). Only for files you trust.",
             ),
+            _distribute.timeout_option,
             click.option(
                 "--distribute",
                 type=click.Choice(DISTRIBUTE_CHOICES),
                 default="default",
                 show_default=True,
-                help="tf.distribute strategy: the default device, or MirroredStrategy over every local GPU.",
+                help="tf.distribute strategy: one device, every local GPU (mirrored), or the TF_CONFIG cluster.",
             ),
             click.option("--seed", type=int, default=0, show_default=True, help="Random seed (reproducible runs)."),
             click.option(
@@ -109,14 +112,14 @@ def training_options(learning_rate: float, epochs: int = 2):
                 help="Labelled training data: .npz with 'y', or DIR/<class>/* image folder.",
             ),
         ]
-        for option in options:
-            func = option(func)
-        return func
+        return functools.reduce(lambda decorated, option: option(decorated), options, func)
 
     return decorate
 
 
-def fit_config(epochs, batch_size, learning_rate, val_split, loss, seed, distribute) -> "fit.FitConfig":
+def fit_config(
+    epochs, batch_size, learning_rate, val_split, loss, seed, distribute, distribute_timeout
+) -> "fit.FitConfig":
     return fit.FitConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -125,25 +128,39 @@ def fit_config(epochs, batch_size, learning_rate, val_split, loss, seed, distrib
         loss=loss,
         seed=seed,
         distribute=distribute,
+        distribute_timeout=distribute_timeout,
     )
 
 
 @dataclass
 class TrainingInputs:
+    """The loaded model and data, and (``--distribute multi-worker``) this process's role in the cluster."""
+
     loaded: "LoadedModel"
     train: "Dataset"
     val: "Dataset | None"
+    role: "ClusterRole | None" = None
 
 
 def load_training_inputs(
-    model: str, train_data: str, val_data: str | None, *, preprocess: str, trust_model: bool, progress
+    model: str,
+    train_data: str,
+    val_data: str | None,
+    *,
+    preprocess: str,
+    trust_model: bool,
+    progress,
+    config: "fit.FitConfig | None" = None,
 ) -> TrainingInputs:
-    """Load a Keras model and its labelled training (and validation) data."""
+    """Join the cluster (``config.distribute`` multi-worker), then load a Keras model and its labelled data."""
     from tflite_opt import models
     from tflite_opt.errors import TrainingError
     from tflite_opt.models import tf_runtime
     from tflite_opt.representative_data import load_data
 
+    # Before TensorFlow runs anything: MultiWorkerMirroredStrategy can only start then.
+    config = config or fit.FitConfig()
+    role = _distribute.start(config.distribute, config.distribute_timeout, progress)
     # tfmot needs tf_keras, which TF_USE_LEGACY_KERAS selects only before TensorFlow's first import.
     tf_runtime.import_tfmot()
     loaded = models.load_model(model, trust_model=trust_model, progress=progress)
@@ -158,7 +175,7 @@ def load_training_inputs(
         val = load_data(val_data, loaded.inputs, preprocess=preprocess, require_labels=True)
     for warning in train.warnings + (val.warnings if val else []):
         progress.warn(warning)
-    return TrainingInputs(loaded=loaded, train=train, val=val)
+    return TrainingInputs(loaded=loaded, train=train, val=val, role=role)
 
 
 def output_paths(outputs: Sequence[str], inputs: Sequence[str | None], *, allowed: Sequence[str]) -> list[Path]:
@@ -221,6 +238,7 @@ class WrittenFile:
     gzip_bytes: int | None = None
     mode: str | None = None
     written_by: str | None = None
+    discarded: bool = False  # a worker that is not the chief wrote it to a temporary folder
 
 
 def write_outputs(
@@ -236,13 +254,18 @@ def write_outputs(
     progress,
     inputs: TrainingInputs | None = None,
 ) -> list[WrittenFile]:
-    """Convert once (if a .tflite is asked for) and write every output."""
+    """Convert once (if a .tflite is asked for) and write every output (a worker that is not the chief writes
+    them to a temporary folder: ``WrittenFile.discarded``)."""
     from tflite_opt import fileio
     from tflite_opt.quantize import conversion
 
+    role = inputs.role if inputs else None
+    discarded = _distribute.discards(role)
+    if discarded:
+        progress.info(_distribute.discarded_note(role))
     written = []
     tflite_bytes = None
-    for path in paths:
+    for path in (_distribute.write_path(p, role) for p in paths):
         if path.suffix.lower() == TFLITE_SUFFIX:
             if tflite_bytes is None:
                 options = conversion.ConversionOptions(
@@ -255,7 +278,11 @@ def write_outputs(
                 with progress.task(f"Converting ({mode.value})"):
                     tflite_bytes = conversion.convert_keras_model(model, options, representative, progress)
             fileio.atomic_write_bytes(path, tflite_bytes)
-            written.append(WrittenFile(str(path), "tflite", len(tflite_bytes), gzip_size(tflite_bytes), mode.value))
+            written.append(
+                WrittenFile(
+                    str(path), "tflite", len(tflite_bytes), gzip_size(tflite_bytes), mode.value, discarded=discarded
+                )
+            )
         else:
             from tflite_opt.models import ModelKind
 
@@ -269,7 +296,13 @@ def write_outputs(
                 template=inputs.loaded.keras_model if keras3 else None,
             )
             written.append(
-                WrittenFile(str(path), path.suffix.lower().lstrip("."), path.stat().st_size, written_by=written_by)
+                WrittenFile(
+                    str(path),
+                    path.suffix.lower().lstrip("."),
+                    path.stat().st_size,
+                    written_by=written_by,
+                    discarded=discarded,
+                )
             )
     return written
 
@@ -369,7 +402,7 @@ def print_layer_table(
 
 
 def print_files(written: Sequence[WrittenFile], baseline: int | None) -> None:
-    for item in written:
+    for item in (w for w in written if not w.discarded):
         line = f"{item.path}: {_common.human_size(item.size_bytes)}"
         if item.written_by:
             line = (
@@ -401,6 +434,7 @@ def files_dict(written: Sequence[WrittenFile], baseline: int | None) -> list[dic
             "gzip_ratio": (w.gzip_bytes / baseline) if (w.gzip_bytes and baseline) else None,
         }
         for w in written
+        if not w.discarded
     ]
 
 

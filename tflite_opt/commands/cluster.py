@@ -78,7 +78,7 @@ INIT_CHOICES = clustering.INIT_NAMES
 @_common.handle_errors
 def command(model, outputs, clusters, init, preserve_sparsity, mode, io_type, allow_float_fallback, baseline,
             representative_data, num_samples, preprocess, train_data, epochs, batch_size, learning_rate,
-            val_split, val_data, loss, seed, distribute, trust_model, skip_layers, format_):  # fmt: skip
+            val_split, val_data, loss, seed, distribute, distribute_timeout, trust_model, skip_layers, format_):  # fmt: skip
     """Weight clustering with fine-tuning (tfmot), then .tflite and/or .keras output.
 
     \b
@@ -97,10 +97,10 @@ def command(model, outputs, clusters, init, preserve_sparsity, mode, io_type, al
         outputs, [model, train_data, val_data, representative_data], allowed=(TFLITE_SUFFIX, *KERAS_SUFFIXES)
     )
     progress = _common.progress()
+    config = fit_config(epochs, batch_size, learning_rate, val_split, loss, seed, distribute, distribute_timeout)
     inputs = load_training_inputs(
-        model, train_data, val_data, preprocess=preprocess, trust_model=trust_model, progress=progress
+        model, train_data, val_data, preprocess=preprocess, trust_model=trust_model, progress=progress, config=config
     )
-    config = fit_config(epochs, batch_size, learning_rate, val_split, loss, seed, distribute)
     representative = representative_for(mode, representative_data, inputs, preprocess, progress)
     result = clustering.cluster_model(
         inputs.loaded.keras_model,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tflite_opt.commands import _checks, _common
+from tflite_opt.commands import _checks, _common, _distribute
 from tflite_opt.modes import MODE_NAMES, IoType, Mode
 from tflite_opt.training.distillation import (
     DEFAULT_ALPHA,
@@ -119,7 +119,7 @@ def split_outputs(outputs: tuple[str, ...]) -> tuple[str | None, str | None]:
     type=click.IntRange(min=1),
     default=DEFAULT_BATCH_SIZE,
     show_default=True,
-    help="Global batch size (split across replicas under --distribute mirrored).",
+    help="Global batch size: every step sees this many samples, split across the replicas of --distribute.",
 )
 @click.option(
     "--learning-rate",
@@ -136,8 +136,10 @@ def split_outputs(outputs: tuple[str, ...]) -> tuple[str | None, str | None]:
     type=click.Choice(DISTRIBUTE_NAMES),
     default=Distribute.DEFAULT.value,
     show_default=True,
-    help="tf.distribute strategy: mirrored = MirroredStrategy over local devices.",
+    help="tf.distribute strategy: mirrored = MirroredStrategy over local devices, multi-worker = "
+    "MultiWorkerMirroredStrategy over the cluster in TF_CONFIG.",
 )
+@_distribute.timeout_option
 @click.option(
     "--baseline",
     is_flag=True,
@@ -197,7 +199,7 @@ def split_outputs(outputs: tuple[str, ...]) -> tuple[str | None, str | None]:
 )
 @_common.handle_errors
 def command(teacher, student, train_data, outputs, transfer_data, val_data, val_split, temperature, alpha,
-            teacher_outputs, epochs, batch_size, learning_rate, seed, distribute, baseline, mode, io_type,
+            teacher_outputs, epochs, batch_size, learning_rate, seed, distribute, distribute_timeout, baseline, mode, io_type,
             allow_float_fallback, representative_data, num_samples, preprocess, runs, threads, report_path,
             teacher_signature, trust_model):  # fmt: skip
     """Distill a teacher model into a small student (Hinton et al. 2015).
@@ -225,13 +227,12 @@ def command(teacher, student, train_data, outputs, transfer_data, val_data, val_
     mode = Mode(mode)
     keras_out, tflite_out = split_outputs(outputs)
     _check_flags(mode, teacher, teacher_signature, io_type, val_data)
-    _check_outputs(
-        (keras_out, tflite_out, report_path),
-        (teacher, student, train_data, transfer_data, val_data, representative_data),
-    )
+    sources = (teacher, student, train_data, transfer_data, val_data, representative_data)
+    _check_outputs((keras_out, tflite_out, report_path), sources)
     _checks.check_report_suffix(report_path)
 
     progress = _common.progress()
+    role = _distribute.start(distribute, distribute_timeout, progress)  # before TensorFlow runs anything
     teacher_model = models.load_model(teacher, signature=teacher_signature, trust_model=trust_model, progress=progress)
     student_model = models.load_model(student, trust_model=trust_model, progress=progress)
     distillation.check_pair(teacher_model, student_model)  # before reading any data
@@ -245,6 +246,7 @@ def command(teacher, student, train_data, outputs, transfer_data, val_data, val_
         learning_rate=learning_rate,
         seed=seed,
         distribute=distribute,
+        distribute_timeout=distribute_timeout,
         val_split=0.0 if val is not None else val_split,
     )
     config = distillation.DistillConfig(temperature=temperature, alpha=alpha, teacher_outputs=teacher_outputs, fit=fit)
@@ -263,7 +265,7 @@ def command(teacher, student, train_data, outputs, transfer_data, val_data, val_
         mode=mode, io_type=IoType(io_type), allow_float_fallback=allow_float_fallback, num_samples=num_samples
     )
     student_tflite, conversion_error = _convert_student(result, options, representative, progress)
-    _save_student(result, mode, keras_out, tflite_out, student_tflite, conversion_error)
+    _save_student(result, mode, keras_out, tflite_out, student_tflite, conversion_error, role, progress)
     _compare_and_report(
         result,
         teacher_model,
@@ -273,7 +275,7 @@ def command(teacher, student, train_data, outputs, transfer_data, val_data, val_
         conversion_error,
         runs=runs,
         threads=threads,
-        report_path=report_path,
+        report_path=report_path and _distribute.write_path(report_path, role),
         progress=progress,
     )
 
@@ -334,24 +336,30 @@ def _convert_student(result, options, representative, progress):
         return None, exc
 
 
-def _save_student(result, mode: Mode, keras_out, tflite_out, student_tflite, conversion_error) -> None:
-    """Write the -o files; a .tflite that could not be converted fails after the Keras file is saved."""
+def _save_student(result, mode: Mode, keras_out, tflite_out, student_tflite, conversion_error, role, progress) -> None:
+    """Write the -o files; a .tflite that could not be converted fails after the Keras file is saved. A worker
+    that is not the chief writes them to a temporary folder, and says nothing of them on stdout."""
     from tflite_opt import fileio
     from tflite_opt.errors import ConversionError
 
     pair = result.pair
+    shown = not _distribute.discards(role)
+    if not shown:
+        progress.info(_distribute.discarded_note(role))
     if keras_out:
-        fileio.atomic_save(keras_out, result.student.model.save)
-        click.echo(
-            f"distilled student: {pair.student_parameters:,} parameters ({pair.parameter_ratio:.1f}x fewer than "
-            f"the teacher) -> {keras_out}"
-        )
+        fileio.atomic_save(_distribute.write_path(keras_out, role), result.student.model.save)
+        if shown:
+            click.echo(
+                f"distilled student: {pair.student_parameters:,} parameters ({pair.parameter_ratio:.1f}x fewer than "
+                f"the teacher) -> {keras_out}"
+            )
     if tflite_out:
         if conversion_error is not None:
             saved = f"; the trained student was saved to {keras_out}" if keras_out else ""
             raise ConversionError(f"{conversion_error}{saved}") from conversion_error
-        fileio.atomic_write_bytes(tflite_out, student_tflite)
-        click.echo(f"distilled student ({mode.value}): {_common.human_size(len(student_tflite))} -> {tflite_out}")
+        fileio.atomic_write_bytes(_distribute.write_path(tflite_out, role), student_tflite)
+        if shown:
+            click.echo(f"distilled student ({mode.value}): {_common.human_size(len(student_tflite))} -> {tflite_out}")
 
 
 def _compare_and_report(

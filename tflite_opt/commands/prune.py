@@ -86,7 +86,7 @@ from tflite_opt.training import pruning  # no TensorFlow at import time
 @_common.handle_errors
 def command(model, outputs, sparsity, schedule, structure, mode, io_type, allow_float_fallback, baseline,
             representative_data, num_samples, preprocess, train_data, epochs, batch_size, learning_rate,
-            val_split, val_data, loss, seed, distribute, trust_model, skip_layers, format_):  # fmt: skip
+            val_split, val_data, loss, seed, distribute, distribute_timeout, trust_model, skip_layers, format_):  # fmt: skip
     """Magnitude pruning with fine-tuning (tfmot), then .tflite and/or .keras output.
 
     \b
@@ -106,10 +106,10 @@ def command(model, outputs, sparsity, schedule, structure, mode, io_type, allow_
     progress = _common.progress()
     if structure and sparsity != 0.5:
         progress.warn("--structure 2:4 fixes the sparsity at 50%; --sparsity is ignored")
+    config = fit_config(epochs, batch_size, learning_rate, val_split, loss, seed, distribute, distribute_timeout)
     inputs = load_training_inputs(
-        model, train_data, val_data, preprocess=preprocess, trust_model=trust_model, progress=progress
+        model, train_data, val_data, preprocess=preprocess, trust_model=trust_model, progress=progress, config=config
     )
-    config = fit_config(epochs, batch_size, learning_rate, val_split, loss, seed, distribute)
     representative = representative_for(mode, representative_data, inputs, preprocess, progress)
     result = pruning.prune_model(
         inputs.loaded.keras_model,

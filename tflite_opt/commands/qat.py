@@ -54,7 +54,7 @@ from tflite_opt.training import qat  # no TensorFlow at import time
 @_common.handle_errors
 def command(model, output, io_type, preserve_sparsity, allow_float_fallback, representative_data,
             num_samples, preprocess, train_data, epochs, batch_size, learning_rate, val_split, val_data,
-            loss, seed, distribute, trust_model, skip_layers, format_):  # fmt: skip
+            loss, seed, distribute, distribute_timeout, trust_model, skip_layers, format_):  # fmt: skip
     """Quantization-aware training, then int8 conversion.
 
     \b
@@ -71,12 +71,12 @@ def command(model, output, io_type, preserve_sparsity, allow_float_fallback, rep
 
     paths = output_paths([output], [model, train_data, val_data, representative_data], allowed=(TFLITE_SUFFIX,))
     progress = _common.progress()
+    config = fit_config(epochs, batch_size, learning_rate, val_split, loss, seed, distribute, distribute_timeout)
     inputs = load_training_inputs(
-        model, train_data, val_data, preprocess=preprocess, trust_model=trust_model, progress=progress
+        model, train_data, val_data, preprocess=preprocess, trust_model=trust_model, progress=progress, config=config
     )
     # QAT learned the ranges; calibration data only matters for --skip-layer layers. Default: the training data.
     representative = representative_for(Mode.INT8, representative_data, inputs, preprocess, progress)
-    config = fit_config(epochs, batch_size, learning_rate, val_split, loss, seed, distribute)
     result = qat.qat_model(
         inputs.loaded.keras_model,
         inputs.train,
@@ -98,7 +98,7 @@ def command(model, output, io_type, preserve_sparsity, allow_float_fallback, rep
         progress=progress,
         inputs=inputs,
     )
-    facts = inspection.inspect_model(Path(written[0].path).read_bytes(), path=written[0].path)
+    facts = inspection.inspect_model(Path(written[0].path).read_bytes(), path=str(paths[0]))
     if format_ == "json":
         print_json(
             {

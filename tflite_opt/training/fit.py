@@ -24,6 +24,7 @@ import numpy as np
 from tflite_opt.errors import DataError, TfliteOptError, TrainingError, first_line
 from tflite_opt.progress import ensure
 from tflite_opt.representative_data import Dataset, split_validation
+from tflite_opt.training import distributed
 from tflite_opt.training.bridge import BridgeReport, check_bridgeable, is_keras3_model, to_tf_keras
 from tflite_opt.training.loss_choice import LOSS_NAMES, LossChoice, choose_loss, keras_loss_and_metric
 
@@ -34,10 +35,12 @@ BRIDGE_CHECK_SAMPLES = 32
 
 
 class Distribute(str, Enum):
-    """``--distribute`` values: the default single-device strategy, or MirroredStrategy over local devices."""
+    """``--distribute`` values: the default single-device strategy, MirroredStrategy over local devices, or
+    MultiWorkerMirroredStrategy over the cluster of ``TF_CONFIG``."""
 
     DEFAULT = "default"
     MIRRORED = "mirrored"
+    MULTI_WORKER = "multi-worker"
 
 
 DISTRIBUTE_NAMES = [choice.value for choice in Distribute]
@@ -49,12 +52,14 @@ class FitConfig:
 
     Attributes:
         epochs: passes over the training data.
-        batch_size: global batch size (split across replicas under ``mirrored``).
+        batch_size: global batch size: every optimizer step sees this many samples, split across the replicas
+            (local GPUs under ``mirrored``, all workers' under ``multi-worker``).
         learning_rate: Adam's learning rate.
         val_split: share of the training data held out for validation when no validation set is given.
         loss: a ``LossChoice`` value.
         seed: seeds Python, NumPy and TensorFlow, and the validation split.
         distribute: a ``Distribute`` value.
+        distribute_timeout: ``multi-worker``: seconds a collective may wait for the other workers (0: forever).
     """
 
     epochs: int = 2
@@ -64,6 +69,7 @@ class FitConfig:
     loss: str = LossChoice.AUTO.value
     seed: int = 0
     distribute: str = Distribute.DEFAULT.value
+    distribute_timeout: float = distributed.DEFAULT_TIMEOUT_SECONDS
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -76,6 +82,8 @@ class FitConfig:
             raise TrainingError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
         if self.distribute not in DISTRIBUTE_NAMES:
             raise TrainingError(f"unknown strategy {self.distribute!r}; choose one of {', '.join(DISTRIBUTE_NAMES)}")
+        if not self.distribute_timeout >= 0:
+            raise TrainingError(f"--distribute-timeout must be 0 or more seconds, got {self.distribute_timeout}")
 
 
 @dataclass
@@ -190,10 +198,16 @@ def split(train: Dataset, val: Dataset | None, config: FitConfig) -> tuple[Datas
     return split_validation(train, config.val_split, seed=config.seed)
 
 
-def make_strategy(name: str):
-    """The tf.distribute strategy for ``--distribute`` (nothing home-made, SPEC §6)."""
+def make_strategy(name: str, timeout_seconds: float = distributed.DEFAULT_TIMEOUT_SECONDS):
+    """The tf.distribute strategy for ``--distribute`` (nothing home-made, SPEC §6).
+
+    ``multi-worker`` returns the process's one ``MultiWorkerMirroredStrategy`` (``distributed.start_multi_worker``,
+    which must have run before TensorFlow did anything else).
+    """
     from tflite_opt.models import tf_runtime
 
+    if name == Distribute.MULTI_WORKER.value:
+        return distributed.start_multi_worker(timeout_seconds)
     tf = tf_runtime.import_tensorflow()
     if name == Distribute.MIRRORED.value:
         try:
@@ -271,7 +285,7 @@ def fine_tune(
     num_classes, train_set, val_set = _checked_data(keras_model, train, val, config)
     _, tf_keras, _ = import_training_stack()
     tf_keras.utils.set_random_seed(config.seed)
-    strategy = make_strategy(config.distribute)
+    strategy = make_strategy(config.distribute, config.distribute_timeout)
     total_steps = steps_per_epoch(len(train_set), config.batch_size) * config.epochs
     check_batch = {k: v[:BRIDGE_CHECK_SAMPLES] for k, v in train_set.inputs.items()}
     with strategy.scope():
@@ -299,23 +313,42 @@ def fine_tune(
         f"{description}: {history.train_samples} samples, {config.epochs} epoch(s), loss {history.loss} "
         f"({history.loss_source}), strategy {history.strategy} ({history.replicas} replica(s))"
     )
-    validation = None if val_set is None else (model_feed(model, val_set), val_set.labels)
+    validation = None
+    if val_set is not None:
+        validation = batches(model_feed(model, val_set), val_set.labels, batch_size=config.batch_size)
     run_fit(
         tf_keras,
         model,
-        model_feed(model, train_set),
-        train_set.labels,
+        batches(model_feed(model, train_set), train_set.labels, batch_size=config.batch_size, seed=config.seed),
         history=history,
         epochs=config.epochs,
         total_steps=total_steps,
         description=description,
         progress=progress,
         callbacks=callbacks,
-        batch_size=config.batch_size,
         validation_data=validation,
-        shuffle=True,
     )
     return FineTuned(model=model, history=history)
+
+
+def batches(inputs: Any, labels: np.ndarray, *, batch_size: int, seed: int | None = None, repeat: bool = False):
+    """``(inputs, labels)`` as a ``tf.data`` stream of global batches, reshuffled each epoch when ``seed`` is given.
+
+    The same stream under every strategy: a multi-worker run shards it by data (each replica takes its share of
+    every global batch, the order seeded identically on every worker), so its steps see the same samples as a
+    single-process run with the same ``--batch-size`` and ``--seed``.
+    """
+    from tflite_opt.models import tf_runtime
+
+    tf = tf_runtime.import_tensorflow()
+    data = tf.data.Dataset.from_tensor_slices((inputs, labels))
+    if seed is not None:
+        data = data.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        data = data.repeat()
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.batch(batch_size).with_options(options).prefetch(2)
 
 
 def _checked_data(
@@ -339,8 +372,11 @@ def steps_per_epoch(samples: int, batch_size: int) -> int:
 
 
 def strategy_name(strategy) -> str:
-    """``MirroredStrategy``, or ``default`` (the ``--distribute`` value) for TensorFlow's private default strategy."""
+    """``MirroredStrategy``, ``MultiWorkerMirroredStrategy`` (whose class is ``CollectiveAllReduceStrategy``), or
+    ``default`` (the ``--distribute`` value) for TensorFlow's private default strategy."""
     name = type(strategy).__name__
+    if name == "CollectiveAllReduceStrategy":
+        return "MultiWorkerMirroredStrategy"
     return "default" if name.startswith("_Default") else name
 
 
@@ -413,7 +449,7 @@ def run_fit(
         except TfliteOptError:
             raise
         except Exception as exc:  # noqa: BLE001 - TF raises many types from inside fit
-            raise TrainingError(f"{description} failed: {first_line(exc)}") from exc
+            raise TrainingError(f"{description} failed: {distributed.failure_text(exc) or first_line(exc)}") from exc
     if not history.epochs or not np.isfinite(history.epochs[-1].loss):
         raise TrainingError(f"{description} diverged (loss is NaN or Inf); {diverged_hint}")
 

@@ -18,7 +18,7 @@ from tflite_opt.errors import TrainingError, first_line
 from tflite_opt.representative_data import Dataset
 from tflite_opt.specs import TensorSpec
 from tflite_opt.training.distillation.loss import describe_loss, make_loss
-from tflite_opt.training.fit import FitConfig, FitHistory, new_history, run_fit
+from tflite_opt.training.fit import FitConfig, FitHistory, batches, new_history, run_fit
 
 if TYPE_CHECKING:  # pragma: no cover
     from tflite_opt.models import LoadedModel
@@ -160,15 +160,9 @@ def _validation_callback(keras, feed_val, labels, teacher_val, batch_size: int, 
     return Validate()
 
 
-def _shuffled_batches(tf, job: StudentJob, fit: FitConfig):
+def _shuffled_batches(job: StudentJob, fit: FitConfig):
     """The job's samples as an endless, seeded, reshuffled stream of batches (``fit`` counts the steps)."""
-    return (
-        tf.data.Dataset.from_tensor_slices((job.inputs, job.targets))
-        .shuffle(len(job.targets), seed=fit.seed, reshuffle_each_iteration=True)
-        .repeat()
-        .batch(fit.batch_size)
-        .prefetch(2)
-    )
+    return batches(job.inputs, job.targets, batch_size=fit.batch_size, seed=fit.seed, repeat=True)
 
 
 def _compiled_copy(training: StudentTraining, alpha: float) -> Any:
@@ -193,13 +187,10 @@ def train_student(training: StudentTraining, job: StudentJob) -> TrainedStudent:
     Raises:
         TrainingError: the student cannot be copied, ``fit`` failed, or the loss diverged.
     """
-    from tflite_opt.models import tf_runtime
-
-    tf = tf_runtime.import_tensorflow()
     keras, fit, progress, validation = training.keras, training.fit, training.progress, training.validation
     keras.utils.set_random_seed(fit.seed)
     model = _compiled_copy(training, job.alpha)
-    data = _shuffled_batches(tf, job, fit)
+    data = _shuffled_batches(job, fit)
     history = new_history(
         training.strategy,
         loss=describe_loss(job.alpha, training.temperature),

@@ -158,6 +158,7 @@ def distill(
     config = config or DistillConfig()
     progress = ensure(progress)
     config.validate()
+    _check_strategy(student, config.fit)
     pair = check_pair(teacher, student)
     _check_labels(train, val, pair, alpha=config.alpha, baseline=baseline)
     fit = config.fit
@@ -217,9 +218,22 @@ def _student_training(
         steps_per_epoch=steps_per_epoch(samples, config.fit.batch_size),
         student_probabilities=student_probabilities,
         validation=validation,
-        strategy=make_strategy(config.fit.distribute),
+        strategy=make_strategy(config.fit.distribute, config.fit.distribute_timeout),
         progress=progress,
     )
+
+
+def _check_strategy(student: "LoadedModel", fit: FitConfig) -> None:
+    """Keras 3's ``fit`` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585); say so first."""
+    from tflite_opt.models import ModelKind
+    from tflite_opt.training.fit import Distribute
+
+    if fit.distribute == Distribute.MULTI_WORKER.value and student.kind == ModelKind.KERAS3:
+        raise TrainingError(
+            f"the student {student.path} is a Keras 3 model, and Keras 3 cannot train under "
+            "MultiWorkerMirroredStrategy (keras-team/keras#20585); save the student with tf_keras (.h5 or a "
+            "tf_keras .keras) for --distribute multi-worker"
+        )
 
 
 def _scratch_job(train_set: Dataset, names: Sequence[str], soft: _SoftTargets) -> StudentJob:
