@@ -33,38 +33,34 @@ def fit_on_digits(keras, model, train_x, train_y, *, epochs: int):
     return model
 
 
-@pytest.fixture(scope="session")
-def keras3_cnn_path(tmp_path_factory, digits):
-    """A Keras 3 ``.keras`` CNN trained on digits (~97% test accuracy)."""
+def _trained_cnn(tmp_path_factory, digits, keras, key: str, filename: str):
+    """The house CNN trained on digits with ``keras`` (Keras 3 or tf_keras), saved as ``filename`` once per run."""
 
     def build(folder):
-        import keras
-
         keras.utils.set_random_seed(0)
         train_x, train_y, _, _ = digits
         model = build_keras3_cnn(keras)
         fit_on_digits(keras, model, train_x, train_y, epochs=8)
-        model.save(folder / "cnn.keras")
-        return folder / "cnn.keras"
+        model.save(folder / filename)
+        return folder / filename
 
-    return build_once(tmp_path_factory, "k3", build)
+    return build_once(tmp_path_factory, key, build)
+
+
+@pytest.fixture(scope="session")
+def keras3_cnn_path(tmp_path_factory, digits):
+    """A Keras 3 ``.keras`` CNN trained on digits (~97% test accuracy)."""
+    import keras
+
+    return _trained_cnn(tmp_path_factory, digits, keras, "k3", "cnn.keras")
 
 
 @pytest.fixture(scope="session")
 def tf_keras_cnn_h5(tmp_path_factory, digits):
     """The same architecture in tf_keras (Keras 2), saved as ``.h5``."""
+    import tf_keras
 
-    def build(folder):
-        import tf_keras
-
-        tf_keras.utils.set_random_seed(0)
-        train_x, train_y, _, _ = digits
-        model = build_keras3_cnn(tf_keras)
-        fit_on_digits(tf_keras, model, train_x, train_y, epochs=8)
-        model.save(folder / "cnn.h5")
-        return folder / "cnn.h5"
-
-    return build_once(tmp_path_factory, "k2", build)
+    return _trained_cnn(tmp_path_factory, digits, tf_keras, "k2", "cnn.h5")
 
 
 @pytest.fixture(scope="session")
