@@ -145,12 +145,6 @@ def parse_input_shapes(values) -> dict[str, tuple[int | None, ...]]:
     return shapes
 
 
-def human_size(num_bytes: int) -> str:
-    from tflite_opt.reporting.report import format_size
-
-    return format_size(num_bytes)
-
-
 def terminal_width() -> int | None:
     """The columns tables must fit: the terminal's, or ``COLUMNS`` when set; ``None`` (no limit) for pipes/files.
 

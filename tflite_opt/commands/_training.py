@@ -17,6 +17,7 @@ import click
 
 from tflite_opt.commands import _common, _distribute
 from tflite_opt.modes import IoType, Mode
+from tflite_opt.reporting.units import format_size
 from tflite_opt.training import fit  # no TensorFlow at import time
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -403,16 +404,16 @@ def print_layer_table(
 
 def print_files(written: Sequence[WrittenFile], baseline: int | None) -> None:
     for item in (w for w in written if not w.discarded):
-        line = f"{item.path}: {_common.human_size(item.size_bytes)}"
+        line = f"{item.path}: {format_size(item.size_bytes)}"
         if item.written_by:
             line = (
                 f"{item.path} ({'Keras 3' if item.written_by == 'keras3' else 'tf_keras'}): "
-                f"{_common.human_size(item.size_bytes)}"
+                f"{format_size(item.size_bytes)}"
             )
         if item.mode:
-            line = f"{item.path} ({item.mode}): {_common.human_size(item.size_bytes)}"
+            line = f"{item.path} ({item.mode}): {format_size(item.size_bytes)}"
         if item.gzip_bytes is not None:
-            line += f", gzip {_common.human_size(item.gzip_bytes)}"
+            line += f", gzip {format_size(item.gzip_bytes)}"
             if baseline:
                 line += f" ({item.gzip_bytes / baseline:.2f}x the original fp32 model's gzip)"
         click.echo(line)

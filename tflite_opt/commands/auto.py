@@ -11,6 +11,7 @@ from tflite_opt.commands import _checks, _common, _outputs
 from tflite_opt.modes import IoType
 from tflite_opt.quantize.search import DEFAULT_MAX_FLOAT_LAYERS, SKIPPABLE
 from tflite_opt.reporting.report import FORMATS
+from tflite_opt.reporting.units import format_size
 from tflite_opt.representative_data.dataset import PREPROCESS_CHOICES
 
 
@@ -276,7 +277,7 @@ def _finish(result, report, output, format_, progress) -> None:
             f"no variant within the budget after {len(result.trials)} trial(s){detail}; {output} not written"
         )
     chosen = result.chosen
-    summary = f"chosen: {chosen.name}, {_common.human_size(chosen.size_bytes)}, {chosen.verdict} -> {output}"
+    summary = f"chosen: {chosen.name}, {format_size(chosen.size_bytes)}, {chosen.verdict} -> {output}"
     if format_ == "table":
         click.echo(summary)
     else:
@@ -295,7 +296,7 @@ def _trials_table(result):
     rows = []
     for trial in result.trials:
         mark = "→ " if trial is result.chosen else ""
-        size = _common.human_size(trial.size_bytes) if trial.size_bytes else "—"
+        size = format_size(trial.size_bytes) if trial.size_bytes else "—"
         rows.append((mark + trial.name, ", ".join(trial.keep_float) or "—", size, trial.verdict))
     return TextTable(
         headers=("trial", "kept in float", "size", "verdict"),

@@ -18,6 +18,7 @@ from tflite_opt.modes import (
     backends_for,
     default_backend,
 )
+from tflite_opt.reporting.units import format_size
 
 
 @click.command("convert")
@@ -187,7 +188,7 @@ def command(
         progress.info(f"kept in float: {kept}")
     fileio.atomic_write_bytes(out_path, result.content)
     made_by = " (LiteRT Quantizer)" if result.backend == Backend.QUANTIZER else ""
-    click.echo(f"{mode.value}: {_common.human_size(len(result.content))} -> {output}{made_by}")
+    click.echo(f"{mode.value}: {format_size(len(result.content))} -> {output}{made_by}")
 
 
 def _pick_backend(mode: Mode, backend: str | None, is_tflite: bool) -> Backend:

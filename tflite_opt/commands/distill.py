@@ -8,6 +8,7 @@ import click
 
 from tflite_opt.commands import _checks, _common, _distribute
 from tflite_opt.modes import MODE_NAMES, IoType, Mode
+from tflite_opt.reporting.units import format_size
 from tflite_opt.training.distillation import (
     DEFAULT_ALPHA,
     DEFAULT_BATCH_SIZE,
@@ -359,7 +360,7 @@ def _save_student(result, mode: Mode, keras_out, tflite_out, student_tflite, con
             raise ConversionError(f"{conversion_error}{saved}") from conversion_error
         fileio.atomic_write_bytes(_distribute.write_path(tflite_out, role), student_tflite)
         if shown:
-            click.echo(f"distilled student ({mode.value}): {_common.human_size(len(student_tflite))} -> {tflite_out}")
+            click.echo(f"distilled student ({mode.value}): {format_size(len(student_tflite))} -> {tflite_out}")
 
 
 def _compare_and_report(
