@@ -222,7 +222,10 @@ def test_two_concurrent_runs_on_one_cache_finish_with_correct_files(first_run, t
     assert [p.returncode for p in processes] == [0, 0], outcomes
     for _, err in outcomes:
         assert "damaged" not in err
-        assert "cached: fp32, dynamic, int8, pruned_50" in err and "measurements reused" not in err
+        assert "cached: fp32, dynamic, int8, pruned_50" in err
+    # Usually both measure side by side; when one run stores its measurements before the other looks, the other
+    # may reuse them (a race the cache allows). At least one of them measured.
+    assert sum("measurements reused" not in err for _, err in outcomes) >= 1, outcomes
     for name in ("a", "b"):
         assert tflite_hashes(tmp_path / name / "out") == first_run["hashes"]
         report = json.loads((tmp_path / name / "out" / "report.json").read_text())
