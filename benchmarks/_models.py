@@ -1,6 +1,8 @@
 """Benchmark models, converted once and cached (benchmarks may import TensorFlow; the tool's evaluate path does not).
 
 * ``digits_cnn``: the test suite's tiny CNN on 8x8x1 digits (microseconds per invoke), trained for one epoch.
+* ``cnn64``: a small CNN on 64x64x1 images (digits scaled up 8x, with noise), trained for one epoch — the
+  whole-process throughput benchmark's model (a fraction of a millisecond per invoke).
 * ``mobilenet_v2``: MobileNetV2 (alpha 1.0, 96x96x3, random weights — speed does not depend on them), the size of
   model the TFLite guides benchmark (milliseconds per invoke).
 
@@ -27,6 +29,26 @@ def digits_data() -> tuple[np.ndarray, np.ndarray]:
     return (data.images / 16.0).astype(np.float32)[..., None], data.target.astype(np.int64)
 
 
+def cnn64_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` labelled 64x64x1 float32 images in [0, 1]: sklearn digits scaled up 8x, with Gaussian noise."""
+    x, y = digits_data()
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(x), n)
+    images = np.repeat(np.repeat(x[index], 8, axis=1), 8, axis=2)
+    images += rng.normal(0.0, 0.1, images.shape).astype(np.float32)
+    return np.clip(images, 0.0, 1.0).astype(np.float32), y[index]
+
+
+def _build_cnn64(keras):
+    inputs = keras.Input((64, 64, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = keras.layers.Dense(10, name="logits")(x)
+    return keras.Model(inputs, outputs, name="cnn64")
+
+
 def _convert(model, mode: str, calibration: np.ndarray) -> bytes:
     import tensorflow as tf
 
@@ -46,7 +68,7 @@ def _convert(model, mode: str, calibration: np.ndarray) -> bytes:
 
 
 def model_files(name: str) -> dict[str, Path]:
-    """``{"fp32": path, "int8": path}`` for ``digits_cnn`` or ``mobilenet_v2`` (built on first use)."""
+    """``{"fp32": path, "int8": path}`` for ``digits_cnn``, ``cnn64`` or ``mobilenet_v2`` (built on first use)."""
     folder = CACHE / name
     paths = {mode: folder / f"{name}_{mode}.tflite" for mode in ("fp32", "int8")}
     if all(p.exists() for p in paths.values()):
@@ -63,6 +85,12 @@ def model_files(name: str) -> dict[str, Path]:
 
         x, y = digits_data()
         model = build_keras3_cnn(keras)
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, epochs=1, verbose=0)
+        calibration = x[:100]
+    elif name == "cnn64":
+        x, y = cnn64_data(4000, seed=1)
+        model = _build_cnn64(keras)
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x, y, epochs=1, verbose=0)
         calibration = x[:100]

@@ -10,6 +10,17 @@ import pytest
 
 HEAVY = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization")
 
+# What a quiet JSON evaluate has no use for, and which each cost it milliseconds of start-up (SPEC §5, issue 16):
+# rich draws nothing, package versions come from folder names, the worker pool is plain threads, latency
+# statistics are not computed with --runs 0.
+NOT_FOR_QUIET_JSON = (
+    "rich",
+    "importlib.metadata",
+    "concurrent.futures",
+    "logging",
+    "statistics",
+)
+
 # Runs the CLI exactly as the console script does, then records the exit code and which heavy modules got loaded.
 SCRIPT = """
 import json, runpy, sys
@@ -22,13 +33,13 @@ except SystemExit as exc:
 heavy = sorted(name for name in %r if name in sys.modules)
 with open(record, "w") as handle:
     json.dump({"code": code, "heavy": heavy}, handle)
-""" % (HEAVY,)
+"""
 
 
-def _run_cli(tmp_path, *args: str) -> tuple[dict, subprocess.CompletedProcess]:
+def _run_cli(tmp_path, *args: str, watch: tuple[str, ...] = HEAVY) -> tuple[dict, subprocess.CompletedProcess]:
     record = tmp_path / "record.json"
     process = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(record), *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", SCRIPT % (watch,), str(record), *args], capture_output=True, text=True, timeout=120
     )
     assert record.exists(), process.stderr
     return json.loads(record.read_text()), process
@@ -47,24 +58,17 @@ def test_inspect_does_not_import_tensorflow(tmp_path, tflite_files):
     assert json.loads(process.stdout)["integer_only"] is True
 
 
-def test_evaluate_does_not_import_tensorflow(tmp_path, tflite_files, data_dir):
-    record, process = _run_cli(
-        tmp_path,
-        "-q",
-        "evaluate",
-        str(tflite_files["fp32"]),
-        str(tflite_files["int8"]),
-        "--data",
-        str(data_dir / "test.npz"),
-        "--runs",
-        "2",
-        "--format",
-        "json",
-        "--gate",
-        "accuracy>=0.5",
-    )
-    assert record == {"code": 0, "heavy": []}
-    assert json.loads(process.stdout)["variants"][1]["accuracy"] > 0.9
+@pytest.mark.parametrize(
+    ("runs", "watch"), [("2", HEAVY), ("0", HEAVY + NOT_FOR_QUIET_JSON)], ids=["with-latency", "quiet-json-lean"]
+)
+def test_evaluate_does_not_import_tensorflow(tmp_path, tflite_files, data_dir, runs, watch):
+    files = [str(tflite_files["fp32"]), str(tflite_files["int8"])]
+    args = ["-q", "evaluate", *files, "--data", str(data_dir / "test.npz"), "--runs", runs, "--format", "json"]
+    record, process = _run_cli(tmp_path, *args, "--gate", "accuracy>=0.5", watch=watch)
+    assert record == {"code": 0, "heavy": []}, process.stderr
+    report = json.loads(process.stdout)
+    assert report["variants"][1]["accuracy"] > 0.9
+    assert report["environment"]["ai_edge_litert"] != "unknown"
 
 
 def test_failed_evaluate_does_not_import_tensorflow_either(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import importlib
 import signal
 
@@ -193,4 +194,10 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool, strict: bool, wide: bool
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
-    cli(prog_name="tflite-opt")
+    try:
+        cli(prog_name="tflite-opt")
+    finally:
+        # Everything is written by now (files through atomic writes, closed). What is left is the interpreter's
+        # shutdown, whose collection of every object still alive took ~60 of the ~75 ms a 20,000-sample
+        # evaluate spent exiting: objects frozen now are freed by the operating system instead.
+        gc.freeze()

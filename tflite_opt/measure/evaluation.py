@@ -214,8 +214,6 @@ def _measure(
     Hashing and gzip go to a helper at once (or run here without helpers); the file is loaded, walked and run on
     the data meanwhile, then timed.
     """
-    from tflite_opt.measure.latency import measure_latency
-
     content = source.content if source.content is not None else read_model_bytes(source.path)
     label = source.path or source.name
     result.size_bytes = len(content)
@@ -226,6 +224,8 @@ def _measure(
         hashing.result()
 
     if options.runs > 0:
+        from tflite_opt.measure.latency import measure_latency
+
         sample = None
         if dataset is not None:
             sample = {name: array[:1] for name, array in dataset.inputs.items()}

@@ -283,22 +283,42 @@ def describe_signature(interpreter: "Interpreter", signature: str | None = None)
     return SignatureInfo(key, subgraph, inputs, outputs)
 
 
-def quantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def quantize(values: np.ndarray, spec: TensorSpec, scratch: dict | None = None) -> np.ndarray:
     """Real values -> the stored integer type of a quantized input, as TFLite's QUANTIZE op does it.
 
     ``q = clamp(round(x / scale) + zero_point)`` with round-half-away-from-zero (``std::round``).
+
+    ``scratch``: a dict the caller keeps between calls (one per thread): the temporaries and the result are then
+    reused arrays rather than new ones — fresh arrays of a batch's size cost more in page faults than the
+    arithmetic — and the result is only valid until the next call with the same ``scratch``.
     """
     dtype = np.dtype(spec.dtype)
     info = np.iinfo(dtype)
-    # One float32 temporary, updated in place (this runs on every batch of an integer-input file).
+    values = np.asarray(values, dtype=np.float32)
+    key = (values.shape, dtype.str)
+    if scratch is None or values.ndim == 0:
+        buffers = (np.empty(values.shape, np.float32), np.empty(values.shape, np.float32), None)
+    else:
+        buffers = scratch.get(key)
+        if buffers is None:
+            shape = values.shape
+            buffers = scratch[key] = (np.empty(shape, np.float32), np.empty(shape, np.float32), np.empty(shape, dtype))
+    scaled, half, result = buffers
     # trunc(s + copysign(0.5, s)) is sign(s) * floor(|s| + 0.5) bit for bit: |s| + 0.5 rounds like s + 0.5
-    # with the sign mirrored, and the sum has the sign of s.
-    scaled = np.asarray(np.divide(np.asarray(values, dtype=np.float32), np.float32(spec.scale)))
-    scaled += np.copysign(np.float32(0.5), scaled)
+    # with the sign mirrored, and the sum has the sign of s. copysign(0.5, s) is built from the bits (s's sign
+    # bit on 0.5's pattern): the same values as np.copysign, which is about 4x slower than these two integer ops.
+    np.divide(values, np.float32(spec.scale), out=scaled)
+    half_bits = half.view(np.uint32)
+    np.bitwise_and(scaled.view(np.uint32), np.uint32(0x80000000), out=half_bits)
+    np.bitwise_or(half_bits, np.uint32(0x3F000000), out=half_bits)
+    np.add(scaled, half, out=scaled)
     np.trunc(scaled, out=scaled)
-    scaled += np.float32(spec.zero_point or 0)
+    np.add(scaled, np.float32(spec.zero_point or 0), out=scaled)
     np.clip(scaled, info.min, info.max, out=scaled)
-    return scaled.astype(dtype) if scaled.ndim else scaled.astype(dtype)[()]
+    if result is None:
+        return scaled.astype(dtype) if scaled.ndim else scaled.astype(dtype)[()]
+    np.copyto(result, scaled, casting="unsafe")
+    return result
 
 
 def dequantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
@@ -307,9 +327,16 @@ def dequantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 
 def prepare_inputs(
-    signature: SignatureInfo, sample_inputs: Mapping[str, np.ndarray], batch: int, *, source: str = "model"
+    signature: SignatureInfo,
+    sample_inputs: Mapping[str, np.ndarray],
+    batch: int,
+    *,
+    source: str = "model",
+    scratch: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Real-valued samples -> stored-dtype arrays of exactly ``batch`` rows (quantized, padded by repetition).
+
+    ``scratch``: see :func:`quantize` (the quantized arrays are then valid until the next call).
 
     Raises:
         DataError: an input is missing from ``sample_inputs``.
@@ -320,7 +347,7 @@ def prepare_inputs(
             raise DataError(f"no data for input '{binding.name}' of {source}")
         values = np.asarray(sample_inputs[binding.name])
         if binding.is_quantized:
-            values = quantize(values, binding.spec)
+            values = quantize(values, binding.spec, scratch)
         else:
             values = values.astype(np.dtype(binding.spec.dtype), copy=False)
         if len(values) < batch:

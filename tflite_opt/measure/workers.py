@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -52,42 +52,91 @@ def worker_count(requested: int | None = None) -> int:
     return max(1, requested or available_cpus())
 
 
+class Task:
+    """What :meth:`WorkerPool.submit` returns: :meth:`result` waits for the task and returns its value or raises
+    its exception."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._value: object = None
+        self._error: BaseException | None = None
+
+    def run(self, task: Callable[..., object], args: tuple) -> None:
+        """Run ``task(*args)`` here, keeping its value or exception (done once, by the pool)."""
+        try:
+            self._value = task(*args)
+        except BaseException as exc:  # noqa: BLE001 - kept for result(), as concurrent.futures does
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def result(self) -> object:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class WorkerPool:
     """The calling thread plus ``count - 1`` helper threads, for as long as the ``with`` block lasts.
 
     The helpers run what is submitted in submission order; :func:`run_batches` submits its batch loop after
     whatever the caller submitted before (a file's sha256, say), so a helper joins the inference once it is done
     with that. Leaving the block waits for the helpers and stops them. Without helpers (``count`` 1),
-    :meth:`submit` runs the task at once on the calling thread.
+    :meth:`submit` runs the task at once on the calling thread. (Plain threads and a deque rather than
+    ``concurrent.futures``, whose import, with ``logging``, costs every ``evaluate`` several milliseconds.)
     """
 
     def __init__(self, count: int) -> None:
         self.count = max(1, int(count))
-        self._executor = None
-        if self.count > 1:
-            self._executor = ThreadPoolExecutor(max_workers=self.count - 1, thread_name_prefix=THREAD_NAME_PREFIX)
+        self._tasks: deque = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        self._idle = 0  # helpers waiting for a task
+        self._threads: list[threading.Thread] = []
 
     @property
     def helpers(self) -> int:
         return self.count - 1
 
-    def submit(self, task: Callable[..., object], *args: object) -> Future:
-        """Run ``task(*args)`` on a helper (or here, without helpers); its result or exception is in the future."""
-        if self._executor is not None:
-            return self._executor.submit(task, *args)
-        future: Future = Future()
-        try:
-            future.set_result(task(*args))
-        except Exception as exc:  # noqa: BLE001 - kept in the future, as a helper thread would
-            future.set_exception(exc)
-        return future
+    def submit(self, task: Callable[..., object], *args: object) -> Task:
+        """Run ``task(*args)`` on a helper (or here, without helpers); its result or exception is in the task."""
+        handle = Task()
+        if self.helpers == 0:
+            handle.run(task, args)
+            return handle
+        with self._ready:
+            self._tasks.append((handle, task, args))
+            # A helper thread is started only when there is work for it (started threads live to the end).
+            if len(self._threads) < self.helpers and len(self._tasks) > self._idle:
+                thread = threading.Thread(target=self._serve, name=f"{THREAD_NAME_PREFIX}_{len(self._threads)}")
+                thread.daemon = True
+                self._threads.append(thread)
+                thread.start()
+            self._ready.notify()
+        return handle
+
+    def _serve(self) -> None:
+        while True:
+            with self._ready:
+                self._idle += 1
+                while not self._tasks and not self._closed:
+                    self._ready.wait()
+                self._idle -= 1
+                if not self._tasks:
+                    return
+                handle, task, args = self._tasks.popleft()
+            handle.run(task, args)
 
     def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+        for thread in self._threads:
+            thread.join()
 
 
 def run_dataset(
@@ -177,6 +226,7 @@ def run_batches(
     sink = _OutputSink(info, n, batch)
 
     def work(runner: ModelRunner | None) -> None:
+        scratch: dict = {}  # this worker's quantization buffers, reused batch after batch
         try:
             for index in queue:
                 if runner is None:
@@ -185,7 +235,7 @@ def run_batches(
                     runner.prepare(want)
                 start, stop = index * batch, min(index * batch + batch, n)
                 chunk = {name: array[start:stop] for name, array in dataset.inputs.items()}
-                sink.put(start, stop, runner.run(prepare_inputs(info, chunk, batch, source=source)))
+                sink.put(start, stop, runner.run(prepare_inputs(info, chunk, batch, source=source, scratch=scratch)))
                 if on_batch is not None:
                     on_batch(stop - start)
         except BaseException as exc:  # noqa: BLE001 - raised by the calling thread once every worker stopped
@@ -198,7 +248,8 @@ def run_batches(
         first.prepare(want)
     helpers = [pool.submit(work, None) for _ in range(min(pool.helpers, queue.count - 1))]
     work(first)
-    wait(helpers)
+    for helper in helpers:
+        helper.result()
     queue.raise_failure()
     return sink.result()
 

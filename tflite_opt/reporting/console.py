@@ -1,17 +1,34 @@
-"""Rich-based terminal output shared by the commands: progress on stderr, data on stdout."""
+"""Rich-based terminal output shared by the commands: progress on stderr, data on stdout.
+
+rich is imported when something is first drawn (``stdout_console`` / ``stderr_console`` are made on first use):
+``-q`` with ``--format json`` never imports it, which keeps ``evaluate`` in a CI job from paying for it.
+"""
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
 
-# Off a terminal (pipes, CI logs, files) rich would wrap tables at 80 columns; let them have their natural width.
-stdout_console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-# soft_wrap: status lines are never hard-wrapped (logs stay greppable when stderr is not a terminal).
-stderr_console = Console(stderr=True, soft_wrap=True)
+@functools.cache
+def _console(name: str):
+    from rich.console import Console
+
+    if name == "stdout_console":
+        # Off a terminal (pipes, CI logs, files) rich would wrap tables at 80 columns; let them have their
+        # natural width.
+        return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+    # soft_wrap: status lines are never hard-wrapped (logs stay greppable when stderr is not a terminal).
+    return Console(stderr=True, soft_wrap=True)
+
+
+def __getattr__(name: str):
+    """``stdout_console`` and ``stderr_console``, made on first use."""
+    if name in ("stdout_console", "stderr_console"):
+        return _console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _RichTask:
@@ -41,10 +58,13 @@ class RichProgress:
     def __init__(self, quiet: bool = False, strict: bool = False) -> None:
         self.strict = strict
         self.quiet = quiet
-        self.console = stderr_console
         self.warnings: list[str] = []
         self._display = None
         self._open_tasks = 0
+
+    @property
+    def console(self):
+        return _console("stderr_console")
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator:

@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import math
-import platform
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -171,13 +171,14 @@ class Settings:
 def collect_environment() -> dict[str, Any]:
     """Versions for the report, read from package metadata so that TensorFlow is never imported."""
     from tflite_opt.environment import package_version as _package_version
+    from tflite_opt.environment import platform_string
 
     return {
-        "python": platform.python_version(),
+        "python": sys.version.split()[0],
         "tensorflow": _package_version("tensorflow", "tensorflow-cpu", "tf-nightly"),
         "ai_edge_litert": _package_version("ai-edge-litert", "ai-edge-litert-nightly") or "unknown",
         "tfmot": _package_version("tensorflow-model-optimization"),
-        "platform": platform.platform(),
+        "platform": platform_string(),
     }
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tflite_opt.errors import DataError
+from tflite_opt.representative_data import parallel
 from tflite_opt.representative_data.ranges import integer_array_warning
 from tflite_opt.specs import TensorSpec
 
@@ -117,7 +118,9 @@ def validate(dataset: Dataset, input_specs: Sequence[TensorSpec]) -> None:
 
 def _cast(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
     target = np.dtype(spec.dtype)
-    if array.dtype.kind in "fc":
+    # One summing pass (over every core) finds NaN and Inf, which survive any sum; only when a sum is not finite
+    # — bad values, or finite ones beyond ~1e30 that overflow it — are the samples looked at one by one.
+    if array.dtype.kind in "fc" and array.size and not parallel.all_finite(array):
         finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
         if not finite.all():
             index = int(np.flatnonzero(~finite)[0])

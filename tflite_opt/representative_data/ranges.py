@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from tflite_opt.representative_data import parallel
 from tflite_opt.specs import TensorSpec
 
 # More than this share of values outside a quantized input's range is worth a warning (clipping a few outliers
@@ -36,7 +37,7 @@ def value_range(array: np.ndarray) -> tuple[float, float]:
     """(min, max) of an array as floats ((0, 0) when empty)."""
     if array.size == 0:
         return 0.0, 0.0
-    return float(np.min(array)), float(np.max(array))
+    return parallel.min_max(array)
 
 
 def integer_array_warning(array: np.ndarray, spec: TensorSpec, source: str) -> str | None:
