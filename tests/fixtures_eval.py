@@ -1,7 +1,7 @@
 """.tflite files for the evaluation/inspection tests, converted once per session straight with TFLiteConverter.
 
 These do not go through ``tflite_opt.quantize.conversion`` on purpose: the evaluation engine is tested against files made
-the way the TensorFlow Lite guides make them.
+the way the TensorFlow Lite guides make them. ``with_custom_op`` turns one op of such a file into a custom op.
 """
 
 from __future__ import annotations
@@ -10,6 +10,26 @@ import numpy as np
 import pytest
 
 from tests.shared_fixtures import build_once
+
+CUSTOM_OP = "TfliteOptTestOp"
+
+
+def with_custom_op(source, target):
+    """``source`` with its last op (the logits FULLY_CONNECTED) turned into a CUSTOM op ``TfliteOptTestOp``."""
+    from ai_edge_litert.schema_py_generated import BuiltinOperator, OperatorCodeT
+
+    from tflite_opt.quantize import flatbuffer_edits
+
+    model = flatbuffer_edits.read(source.read_bytes())
+    code = OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = BuiltinOperator.CUSTOM
+    code.customCode, code.version = CUSTOM_OP.encode(), 1
+    model.operatorCodes.append(code)
+    op = model.subgraphs[0].operators[-1]
+    op.opcodeIndex = len(model.operatorCodes) - 1
+    op.builtinOptionsType, op.builtinOptions = 0, None
+    target.write_bytes(flatbuffer_edits.write(model))
+    return target
 
 
 def _converter_for(keras_model, mode: str, calibration: np.ndarray):

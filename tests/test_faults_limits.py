@@ -11,32 +11,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tests.fixtures_eval import CUSTOM_OP, with_custom_op
 from tflite_opt.cli import cli
 from tflite_opt.measure import resources
 
-CUSTOM_OP = "TfliteOptTestOp"
-
-
-def _with_custom_op(source, target):
-    """``source`` with its last op (the logits FULLY_CONNECTED) turned into a CUSTOM op ``TfliteOptTestOp``."""
-    from ai_edge_litert.schema_py_generated import BuiltinOperator, OperatorCodeT
-
-    from tflite_opt.quantize import flatbuffer_edits
-
-    model = flatbuffer_edits.read(source.read_bytes())
-    code = OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = BuiltinOperator.CUSTOM
-    code.customCode, code.version = CUSTOM_OP.encode(), 1
-    model.operatorCodes.append(code)
-    op = model.subgraphs[0].operators[-1]
-    op.opcodeIndex = len(model.operatorCodes) - 1
-    op.builtinOptionsType, op.builtinOptions = 0, None
-    target.write_bytes(flatbuffer_edits.write(model))
-    return target
-
 
 def test_a_custom_op_is_listed_by_inspect_and_evaluate_says_a_resolver_is_needed(tflite_files, data_dir, tmp_path):
-    path = _with_custom_op(tflite_files["fp32"], tmp_path / "custom.tflite")
+    path = with_custom_op(tflite_files["fp32"], tmp_path / "custom.tflite")
     inspected = CliRunner().invoke(cli, ["inspect", str(path), "--format", "json"])
     assert inspected.exit_code == 0, inspected.output
     ops = {op["op"]: op["count"] for op in json.loads(inspected.output)["ops"]}

@@ -265,7 +265,7 @@ def _load_and_run(
         input_shapes=options.input_shapes,
     )
     # The walk runs here while a helper hashes: it holds the GIL, the hashing does not (beside the inference it
-    # would stall the workers). Its error — a file the verifier accepted but the schema reader cannot walk — is
+    # would stall the workers). Its error — a file the verifier accepted but the flatbuffer reader cannot walk — is
     # reported before any from the data or the inference: neither is tried then.
     _flatbuffer_facts(content, label, result)
     dataset = data.fitted(runner.signature)

@@ -1,7 +1,8 @@
 """What is inside a ``.tflite`` file: tensors, ops and the dtypes they run in, weights, integer-only or not.
 
-The flatbuffer is read with LiteRT's generated schema (``ai_edge_litert.schema_py_generated``) rather than the
-interpreter's node list: once XNNPACK is applied the interpreter adds ``DELEGATE`` nodes, while the file holds
+The flatbuffer is read with :mod:`tflite_opt.measure.flatbuffer` (a small reader with the method names of
+LiteRT's generated schema, without the ~20 ms import of ``ai_edge_litert.schema_py_generated``) rather than from
+the interpreter's node list: once XNNPACK is applied the interpreter adds ``DELEGATE`` nodes, while the file holds
 exactly the ops the converter wrote. The interpreter is still created first, because its verifier is what
 rejects truncated or damaged files with a clear message. No TensorFlow import here.
 
@@ -20,7 +21,6 @@ Definitions used throughout (the README repeats them):
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from tflite_opt.errors import EvaluationError
+from tflite_opt.measure import flatbuffer
 from tflite_opt.specs import TensorSpec
 
 # schema TensorType enum -> NumPy-style dtype names
@@ -173,13 +174,6 @@ class _Tensor:
     constant: bool
 
 
-@functools.lru_cache(maxsize=1)
-def _builtin_names() -> dict[int, str]:
-    from ai_edge_litert.schema_py_generated import BuiltinOperator
-
-    return {value: name for name, value in vars(BuiltinOperator).items() if not name.startswith("_")}
-
-
 def _buffer_bytes(model, index: int, content: bytes) -> memoryview | None:
     """The data of buffer ``index``: inline in the flatbuffer, or (files > 2 GB) at an offset in the file."""
     buffer = model.Buffers(index)
@@ -203,14 +197,12 @@ def analyze(content: bytes, *, source: str = "model") -> dict[str, Any]:
         dict with keys ``ops``, ``weight_bytes``, ``weight_tensors``, ``sparsity``, ``integer_only``, ``mode``,
         ``subgraphs``.
     """
-    from ai_edge_litert.schema_py_generated import Model
-
     try:
-        model = Model.GetRootAs(content, 0)
+        model = flatbuffer.Model.GetRootAs(content, 0)
         return _analyze(model, content)
     except EvaluationError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a file the verifier accepted but the schema reader cannot walk
+    except Exception as exc:  # noqa: BLE001 - a file the verifier accepted but the flatbuffer reader cannot walk
         raise EvaluationError(f"cannot read the flatbuffer of {source}: {exc}") from exc
 
 
@@ -256,27 +248,13 @@ def _quantizer_mode(ops: list[OpSummary], weight_bytes: dict[str, int]) -> str |
     return None
 
 
-def _op_names(model) -> list[str]:
-    """Op name of each operator code: builtin name, or the custom code of a custom op."""
-    builtin = _builtin_names()
-    names = []
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        number = max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode()))
-        name = builtin.get(number, f"BUILTIN_{number}")
-        if name == "CUSTOM" and code.CustomCode():
-            name = code.CustomCode().decode("utf-8", "replace")
-        names.append(name)
-    return names
-
-
 class _Tally:
     """What :func:`analyze` counts, tensor by tensor and op by op over every subgraph."""
 
     def __init__(self, model, content: bytes) -> None:
         self.model = model
         self.content = content
-        self.op_names = _op_names(model)
+        self.op_names = flatbuffer.operator_names(model)
         self._buffers: dict[int, memoryview | None] = {}
         self.histogram: dict[str, Counter] = {}
         self.weight_bytes: Counter = Counter()

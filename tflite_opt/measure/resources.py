@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tflite_opt.errors import EvaluationError
+from tflite_opt.measure import flatbuffer
 
 # schema TensorType -> bits per element (string/resource/variant tensors have no fixed size and count as 0)
 _BITS = {0: 32, 1: 16, 2: 32, 3: 8, 4: 64, 6: 8, 7: 16, 8: 64, 9: 8, 10: 64, 11: 128, 12: 64, 15: 32, 16: 16,
@@ -45,10 +46,8 @@ class TensorPlan:
         Args:
             resizable: the batch axis will be resized; tensors whose stored signature has ``-1`` there scale with it.
         """
-        from ai_edge_litert.schema_py_generated import Model
-
-        model = Model.GetRootAs(content, 0)
-        names = _op_names(model)
+        model = flatbuffer.Model.GetRootAs(content, 0)
+        names = flatbuffer.operator_names(model)
         ops, packed, counted = [], 0, set()
         for s in range(model.SubgraphsLength()):
             subgraph = model.Subgraphs(s)
@@ -73,19 +72,6 @@ class TensorPlan:
             if size > best[1]:
                 best = (name, size)
         return best
-
-
-def _op_names(model) -> list[str]:
-    """Name of each operator code (custom ops by their custom code); enough for the message and XNNPACK's ops."""
-    from ai_edge_litert.schema_py_generated import BuiltinOperator
-
-    builtin = {value: name for name, value in vars(BuiltinOperator).items() if not name.startswith("_")}
-    names = []
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        name = builtin.get(max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode())), "?")
-        names.append(code.CustomCode().decode("utf-8", "replace") if name == "CUSTOM" and code.CustomCode() else name)
-    return names
 
 
 def _tensor_indices(op) -> set[int]:
@@ -185,7 +171,7 @@ def _cgroup_headroom() -> tuple[int, str] | None:
 
 
 def plan_of(content: bytes, *, resizable: bool) -> TensorPlan | None:
-    """:meth:`TensorPlan.from_content`, or ``None`` for a file the schema reader cannot walk (LiteRT then judges)."""
+    """:meth:`TensorPlan.from_content`, or ``None`` for a file the reader cannot walk (LiteRT then judges)."""
     try:
         return TensorPlan.from_content(content, resizable=resizable)
     except Exception:  # noqa: BLE001 - the verifier accepted the file; a reader quirk must not block running it
