@@ -12,13 +12,15 @@ HEAVY = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization")
 
 # What a quiet JSON evaluate has no use for, and which each cost it milliseconds of start-up (SPEC §5, issue 16):
 # rich draws nothing, package versions come from folder names, the worker pool is plain threads, latency
-# statistics are not computed with --runs 0.
+# statistics are not computed with --runs 0, and the flatbuffer is walked without LiteRT's generated schema.
 NOT_FOR_QUIET_JSON = (
     "rich",
     "importlib.metadata",
     "concurrent.futures",
     "logging",
     "statistics",
+    "flatbuffers",
+    "ai_edge_litert.schema_py_generated",
 )
 
 # Runs the CLI exactly as the console script does, then records the exit code and which heavy modules got loaded.
