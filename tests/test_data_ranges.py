@@ -76,6 +76,7 @@ def test_a_quantized_input_that_clips_the_data_is_warned_about(tflite_files, sca
     values = digits[2] * 255
     share = np.mean(values > high + spec.scale / 2)  # what quantizing into the input clips
     assert clipped_share(values, spec) == pytest.approx(share) and share > 0.3
+    assert clipped_share(values, spec, (float(values.min()), float(values.max()))) == clipped_share(values, spec)
     path = scaled_data / "test_255.npz"
     expected = (
         f"{share:.1%} of the values of input 'image' in {path} (range [0, 255]) lie outside what "

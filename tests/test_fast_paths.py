@@ -116,9 +116,14 @@ def test_non_finite_samples_are_found_by_index_and_huge_finite_ones_pass():
     with pytest.raises(DataError, match="sample 37"):
         validate(Dataset(inputs={"x": values}, source="d.npz"), [_spec()])
     huge = np.full((50, 3, 4), 3e38, np.float32)  # finite, but any sum of them overflows
+    huge[3, 0, 0] = -1e38
     dataset = Dataset(inputs={"x": huge}, source="d.npz")
     validate(dataset, [_spec()])
     assert dataset.inputs["x"] is huge
+    # The range the check read is kept for later checks, for as long as the input is that array.
+    assert dataset.known_ranges() == {"x": (float(np.float32(-1e38)), float(np.float32(3e38)))}
+    dataset.inputs["x"] = huge.copy()
+    assert dataset.known_ranges() == {}
 
 
 def test_parallel_reductions_match_one_pass(monkeypatch):
@@ -128,9 +133,14 @@ def test_parallel_reductions_match_one_pass(monkeypatch):
     values = rng.normal(size=(101, 17)).astype(np.float32)
     values[100, 16], values[0, 0] = 9.5, -8.25
     assert parallel.min_max(values) == (-8.25, 9.5)
-    assert parallel.all_finite(values)
-    values[50, 3] = np.nan
-    assert not parallel.all_finite(values)
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", 20)  # blocks of 5 values, across rows and chunk bounds
+    assert parallel.min_max(values) == (-8.25, 9.5)
+    assert parallel.min_max(values.astype(np.int16)) == (-8, 9)
+    values[50, 3] = -np.inf
+    assert parallel.min_max(values) == (-np.inf, 9.5)
+    values[70, 3] = np.nan  # NaN wins in both, as in np.min/np.max
+    low, high = parallel.min_max(values)
+    assert np.isnan(low) and np.isnan(high)
     seen = []
     parallel.reduce_chunks(lambda chunk: seen.append((len(chunk), threading.current_thread().name)), values)
     assert sorted(n for n, _ in seen) == [33, 34, 34] and len({name for _, name in seen}) == 3

@@ -271,7 +271,8 @@ def _load_and_run(
     dataset = data.fitted(runner.signature)
     if dataset is None:
         return None, None
-    data.note(clipping_warnings(runner.signature.input_specs, dataset.inputs, label, dataset.source))
+    specs = runner.signature.input_specs
+    data.note(clipping_warnings(specs, dataset.inputs, label, dataset.source, dataset.known_ranges()))
     with progress.task(f"{source.name}: {len(dataset)} samples", total=len(dataset)) as task:
         outputs = run_batches(
             content,

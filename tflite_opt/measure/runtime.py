@@ -295,30 +295,35 @@ def quantize(values: np.ndarray, spec: TensorSpec, scratch: dict | None = None) 
     dtype = np.dtype(spec.dtype)
     info = np.iinfo(dtype)
     values = np.asarray(values, dtype=np.float32)
-    key = (values.shape, dtype.str)
-    if scratch is None or values.ndim == 0:
-        buffers = (np.empty(values.shape, np.float32), np.empty(values.shape, np.float32), None)
-    else:
-        buffers = scratch.get(key)
-        if buffers is None:
-            shape = values.shape
-            buffers = scratch[key] = (np.empty(shape, np.float32), np.empty(shape, np.float32), np.empty(shape, dtype))
-    scaled, half, result = buffers
+    zero_point = int(spec.zero_point or 0)
+    # Rounded values are clipped to the range left after the zero point, and converted to an integer type wide
+    # enough for it before the zero point is added in integers.
+    wide_dtype = np.dtype(np.int16 if dtype.itemsize == 1 else np.int32) if zero_point else dtype
+    shape = values.shape
+    buffers = scratch.get((shape, dtype.str)) if scratch is not None and values.ndim else None
+    if buffers is None:
+        wide = np.empty(shape, wide_dtype) if zero_point else None
+        buffers = (np.empty(shape, np.float32), np.empty(shape, np.float32), wide, np.empty(shape, dtype))
+        if scratch is not None and values.ndim:
+            scratch[(shape, dtype.str)] = buffers
+    scaled, half, wide, result = buffers
     # trunc(s + copysign(0.5, s)) is sign(s) * floor(|s| + 0.5) bit for bit: |s| + 0.5 rounds like s + 0.5
     # with the sign mirrored, and the sum has the sign of s. copysign(0.5, s) is built from the bits (s's sign
-    # bit on 0.5's pattern): the same values as np.copysign, which is about 4x slower than these two integer ops.
+    # bit on 0.5's pattern): the same values as np.copysign, which is about 6x slower than these two integer ops.
+    # The truncation is the float -> integer conversion's own (toward zero), after clipping to integer bounds
+    # (which commutes with it): eight passes over the batch become seven, six without a zero point.
     np.divide(values, np.float32(spec.scale), out=scaled)
     half_bits = half.view(np.uint32)
     np.bitwise_and(scaled.view(np.uint32), np.uint32(0x80000000), out=half_bits)
     np.bitwise_or(half_bits, np.uint32(0x3F000000), out=half_bits)
     np.add(scaled, half, out=scaled)
-    np.trunc(scaled, out=scaled)
-    np.add(scaled, np.float32(spec.zero_point or 0), out=scaled)
-    np.clip(scaled, info.min, info.max, out=scaled)
-    if result is None:
-        return scaled.astype(dtype) if scaled.ndim else scaled.astype(dtype)[()]
-    np.copyto(result, scaled, casting="unsafe")
-    return result
+    np.clip(scaled, np.float32(info.min - zero_point), np.float32(info.max - zero_point), out=scaled)
+    if wide is None:
+        np.copyto(result, scaled, casting="unsafe")
+    else:
+        np.copyto(wide, scaled, casting="unsafe")
+        np.add(wide, wide_dtype.type(zero_point), out=result, casting="unsafe")
+    return result if result.ndim else result[()]
 
 
 def dequantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:

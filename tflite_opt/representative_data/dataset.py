@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ class Dataset:
         source: where the samples came from (for messages).
         class_names: for labelled image folders, the class folder names in label order.
         warnings: things the user should be told (e.g. random data).
+        value_ranges: (min, max) of inputs that :func:`validate` has read, by name, with the array they describe
+            (see :meth:`known_ranges`).
     """
 
     inputs: dict[str, np.ndarray]
@@ -33,6 +36,16 @@ class Dataset:
     source: str = ""
     class_names: list[str] | None = None
     warnings: list[str] = field(default_factory=list)
+    value_ranges: dict[str, tuple[np.ndarray, float, float]] = field(default_factory=dict, repr=False, compare=False)
+
+    def known_ranges(self) -> dict[str, tuple[float, float]]:
+        """(min, max) by input name, for the inputs whose array is still the one :func:`validate` read (its
+        finiteness check found them), so that later checks of the same data need not read it again."""
+        return {
+            name: (low, high)
+            for name, (array, low, high) in self.value_ranges.items()
+            if self.inputs.get(name) is array
+        }
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values()))) if self.inputs else 0
@@ -113,21 +126,23 @@ def validate(dataset: Dataset, input_specs: Sequence[TensorSpec]) -> None:
         warning = integer_array_warning(array, spec, dataset.source)
         if warning is not None and warning not in dataset.warnings:
             dataset.warnings.append(warning)
-        dataset.inputs[spec.name] = _cast(array, spec, dataset.source)
+        dataset.inputs[spec.name] = _cast(array, spec, dataset.source, dataset.value_ranges)
 
 
-def _cast(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
+def _cast(array: np.ndarray, spec: TensorSpec, source: str, ranges: dict) -> np.ndarray:
     target = np.dtype(spec.dtype)
-    # One summing pass (over every core) finds NaN and Inf, which survive any sum; only when a sum is not finite
-    # — bad values, or finite ones beyond ~1e30 that overflow it — are the samples looked at one by one.
-    if array.dtype.kind in "fc" and array.size and not parallel.all_finite(array):
-        finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
-        if not finite.all():
-            index = int(np.flatnonzero(~finite)[0])
-            raise DataError(
-                f"sample {index} of {source} (input '{spec.name}') contains NaN or Inf; "
-                "remove or fix it before converting"
-            )
+    # One min/max pass (over every core) finds NaN, which both propagate, and Inf, which one of them is; only then
+    # are the samples looked at one by one, to name the first bad one. The range is kept for later checks.
+    if array.dtype.kind in "fc" and array.size:
+        if array.dtype.kind == "f":
+            low, high = parallel.min_max(array)
+            finite = math.isfinite(low) and math.isfinite(high)
+            if finite and array.dtype == target:
+                ranges[spec.name] = (array, low, high)
+        else:
+            finite = bool(np.isfinite(array).all())
+        if not finite:
+            _raise_first_non_finite(array, spec, source)
     if array.dtype == target:
         return array
     if array.dtype.kind not in "biuf":
@@ -142,6 +157,14 @@ def _cast(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
         if array.size and (array.min() < info.min or array.max() > info.max):
             raise DataError(f"values of input '{spec.name}' in {source} do not fit {spec.dtype}")
     return array.astype(target)
+
+
+def _raise_first_non_finite(array: np.ndarray, spec: TensorSpec, source: str) -> None:
+    finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+    index = int(np.flatnonzero(~finite)[0])
+    raise DataError(
+        f"sample {index} of {source} (input '{spec.name}') contains NaN or Inf; remove or fix it before converting"
+    )
 
 
 def _fmt(shape) -> str:

@@ -1,9 +1,11 @@
 """Whole-array reductions over every core: the passes that check a large dataset before it is used.
 
-NumPy's reductions release the GIL, so a big array split along its sample axis is summed (or its minimum taken)
-by one thread per core; for a memory-mapped array that also spreads the page faults of its first reading. Small
-arrays are reduced on the calling thread. Results are the same as one pass, except that a sum's rounding
-depends on the split (callers only test sums for finiteness).
+NumPy's reductions release the GIL, so a big array split along its sample axis is reduced by one thread per core;
+for a memory-mapped array that also spreads the page faults of its first reading. Small arrays are reduced on the
+calling thread. A minimum and a maximum are taken block by block (a block stays in the core's cache for the second
+of the two reductions), so the pair costs about one reading of the array rather than two; and because both
+propagate NaN, and Inf shows in one of them, the pair is also the finiteness check. Results are the same as one
+pass.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import numpy as np
 
 # Below this many bytes a second thread costs more than it saves.
 PARALLEL_BYTES = 8 << 20
+# min_max's blocks: small enough that a block read for the minimum is still in the cache for the maximum, large
+# enough that the Python loop over blocks costs nothing (1 MiB: 13 ms for 328 MB on one core, against 19 ms for
+# two whole passes and 22 ms in blocks of 128 KiB).
+BLOCK_BYTES = 1 << 20
 
 
 def _cores() -> int:
@@ -51,17 +57,18 @@ def reduce_chunks(function: Callable[[np.ndarray], object], array: np.ndarray) -
     return results
 
 
-def _quiet_sum(chunk: np.ndarray):
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is an answer here, not a warning
-        return np.sum(chunk)
-
-
-def all_finite(array: np.ndarray) -> bool:
-    """No NaN or Inf in a float array (a ``False`` may also mean finite values so large that a sum overflows)."""
-    return all(np.isfinite(total) for total in reduce_chunks(_quiet_sum, array))
+def _block_min_max(chunk: np.ndarray) -> tuple[object, object]:
+    flat = chunk.reshape(-1)  # a view for the contiguous arrays loaders give; a copy otherwise
+    step = max(1, BLOCK_BYTES // max(flat.itemsize, 1))
+    lows, highs = [], []
+    for start in range(0, flat.size, step):
+        block = flat[start : start + step]
+        lows.append(np.min(block))
+        highs.append(np.max(block))
+    return np.min(lows), np.max(highs)  # NaN, if any block had one
 
 
 def min_max(array: np.ndarray) -> tuple[float, float]:
-    """(min, max) of a non-empty array, as floats."""
-    pairs = reduce_chunks(lambda chunk: (np.min(chunk), np.max(chunk)), array)
+    """(min, max) of a non-empty array, as floats: NaN when it holds a NaN (as np.min/np.max give)."""
+    pairs = reduce_chunks(_block_min_max, array)
     return float(np.min([low for low, _ in pairs])), float(np.max([high for _, high in pairs]))

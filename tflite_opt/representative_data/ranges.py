@@ -67,14 +67,17 @@ def representable_range(spec: TensorSpec) -> tuple[float, float] | None:
     return (info.min - zero_point) * spec.scale, (info.max - zero_point) * spec.scale
 
 
-def clipped_share(array: np.ndarray, spec: TensorSpec) -> float:
-    """Share of ``array``'s values that quantizing into ``spec`` clips (beyond half a step outside its range)."""
+def clipped_share(array: np.ndarray, spec: TensorSpec, known_range: tuple[float, float] | None = None) -> float:
+    """Share of ``array``'s values that quantizing into ``spec`` clips (beyond half a step outside its range).
+
+    ``known_range``: the array's (min, max), when the caller has it (:meth:`Dataset.known_ranges`).
+    """
     bounds = representable_range(spec)
     if bounds is None or array.size == 0:
         return 0.0
     tolerance = spec.scale / 2
     low, high = bounds[0] - tolerance, bounds[1] + tolerance
-    data_low, data_high = value_range(array)
+    data_low, data_high = known_range or value_range(array)
     if data_low >= low and data_high <= high:  # the common case: one min/max pass, no counting
         return 0.0
     outside = np.count_nonzero(array < low) + np.count_nonzero(array > high)
@@ -82,7 +85,11 @@ def clipped_share(array: np.ndarray, spec: TensorSpec) -> float:
 
 
 def clipping_warnings(
-    inputs: Iterable[TensorSpec], arrays: Mapping[str, np.ndarray], model: str, source: str
+    inputs: Iterable[TensorSpec],
+    arrays: Mapping[str, np.ndarray],
+    model: str,
+    source: str,
+    known_ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> list[str]:
     """Warnings for the quantized inputs of ``model`` whose range clips more than 1% of the data's values.
 
@@ -91,6 +98,7 @@ def clipping_warnings(
         arrays: the data, real values by input name.
         model: what to call the model (its path).
         source: what to call the data (its path).
+        known_ranges: (min, max) of arrays the caller has already read, by input name.
     """
     warnings = []
     for spec in inputs:
@@ -98,10 +106,11 @@ def clipping_warnings(
         array = arrays.get(spec.name)
         if bounds is None or array is None:
             continue
-        share = clipped_share(array, spec)
+        known = (known_ranges or {}).get(spec.name)
+        share = clipped_share(array, spec, known)
         if share <= CLIP_SHARE_LIMIT:
             continue
-        low, high = value_range(array)
+        low, high = known or value_range(array)
         warnings.append(
             f"{share:.1%} of the values of input '{spec.name}' in {source} (range [{_num(low)}, {_num(high)}]) lie "
             f"outside what {model} can represent ([{_num(bounds[0])}, {_num(bounds[1])}], {spec.dtype} with scale "
