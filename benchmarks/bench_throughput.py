@@ -9,12 +9,15 @@ hashes, gzips and inspects the file, so the comparison is conservative. Best of 
 
 ``--whole-process`` times whole processes instead, on 20,000 samples of a small 64x64 CNN (fp32 and int8): the
 tutorial loop as a script of its own (``benchmarks/_whole_process.py``: imports, ``np.load``, the loop) against
-``tflite-opt -q evaluate FILE --data D.npz --runs 0``, interleaved, ``--repeat`` runs each. Per file it prints the
-ratio to the loop and the efficiency against the machine's limit: the time the job cannot go below on this
-machine, ``start-up + load + N / (cores x best single-core batched rate)``, where start-up is the loop script's
-wall time on a one-sample file, load is ``np.load`` of the data in this process, and the rate is the best of one
-single-threaded XNNPACK interpreter over batch sizes 1-256 (inputs already in the file's dtype). The limit's own
-ratio to the loop is printed too: at most that much speed-up is possible.
+``tflite-opt -q evaluate FILE --data D.npz --runs 0`` (and plain ``evaluate``, which draws the table), interleaved,
+``--repeat`` runs each. Per file it prints the ratio to the loop and the efficiency against SPEC §5's machine
+limit, ``start-up + load + N / (cores x best single-core batched rate)``: start-up is the loop script's wall time on
+a one-sample file (Python, NumPy, LiteRT, one interpreter), load is the loop's ``np.load`` of the data, timed in
+this process (best of three per run) — the start-up of a process that does this job is over only once its data
+is in memory — and the rate is the best of one single-threaded XNNPACK interpreter over batch sizes 1-256 (inputs
+already in the file's dtype). The limit's own ratio to the loop is printed too. evaluate memory-maps the data
+rather than reading it, so it can come in under that limit; the summary therefore also prints the efficiency
+against the stricter ``start-up + N / (cores x rate)``, which gives the data no time at all.
 
     python benchmarks/bench_throughput.py --whole-process [--repeat 3] [--samples 20000]
 """
@@ -178,10 +181,11 @@ def whole_process(args: argparse.Namespace) -> None:
                     ours_accuracy = _accuracy(out, output)
                     assert abs(loop_accuracy - ours_accuracy) <= tolerance, (mode, loop_accuracy, ours_accuracy)
                 times["startup"].append(_timed(loop_cmd + [str(one)])[0])
-                start = time.perf_counter()
-                with np.load(data) as loaded:
-                    loaded["x"], loaded["y"]
-                times["load"].append(time.perf_counter() - start)
+                for _ in range(3):  # the loop's np.load, on its own (the page cache makes its time jumpy)
+                    start = time.perf_counter()
+                    with np.load(data) as loaded:
+                        loaded["x"], loaded["y"]
+                    times["load"].append(time.perf_counter() - start)
             limit = min(times["startup"]) + min(times["load"]) + n / (cores * rate)
             for output in outputs:
                 label = "evaluate -q --format json" if output == "json" else "evaluate (table)"
@@ -201,10 +205,12 @@ def whole_process(args: argparse.Namespace) -> None:
                     )
                 ratios = [loop / ours for loop, ours in zip(times["loop"], times[output])]
                 efficiencies = [limit / ours for ours in times[output]]
+                strict = [(limit - min(times["load"])) / ours for ours in times[output]]
                 summary.append(
                     f"  {path.name}, {label}: ratio {min(ratios):.2f}-{max(ratios):.2f}x (median "
                     f"{statistics.median(ratios):.2f}x), efficiency {min(efficiencies):.0%}-{max(efficiencies):.0%} "
-                    f"(median {statistics.median(efficiencies):.0%})"
+                    f"(median {statistics.median(efficiencies):.0%}); without the load in the limit "
+                    f"{min(strict):.0%}-{max(strict):.0%}"
                 )
             summary.append(
                 f"  {path.name} limit = start-up {min(times['startup']):.3f} s + load {min(times['load']):.3f} s + "

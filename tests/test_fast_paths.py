@@ -164,8 +164,12 @@ def test_quantizing_into_reused_buffers_gives_the_same_integers(dtype, zero_poin
         got = quantize(values, spec, scratch)
         np.testing.assert_array_equal(got, expected)
         assert got.dtype == np.dtype(dtype)
+        # Data known to have no negative value skips the sign: the same integers (-0.0 included).
+        positive = np.abs(values)
+        positive[0, 1, :2] = [0.0, -0.0]
+        np.testing.assert_array_equal(quantize(positive, spec, scratch, nonnegative=True), quantize(positive, spec))
     assert quantize(np.float32(0.4), spec, scratch) == quantize(np.float32(0.4), spec)
-    assert len(scratch) == 1  # one set of buffers for the one batch shape
+    assert len(scratch) == 1  # one set of buffers for the one batch shape and dtype
 
 
 def test_the_pool_runs_tasks_in_order_and_keeps_their_errors():

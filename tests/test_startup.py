@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -25,7 +26,7 @@ NOT_FOR_QUIET_JSON = (
 
 # Runs the CLI exactly as the console script does, then records the exit code and which heavy modules got loaded.
 SCRIPT = """
-import json, runpy, sys
+import json, os, runpy, sys
 record, sys.argv = sys.argv[1], ["tflite-opt", *sys.argv[2:]]
 code = 0
 try:
@@ -35,16 +36,46 @@ except SystemExit as exc:
 heavy = sorted(name for name in %r if name in sys.modules)
 with open(record, "w") as handle:
     json.dump({"code": code, "heavy": heavy}, handle)
+with open(record + ".process", "w") as handle:
+    json.dump({"blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")}, handle)
 """
 
 
-def _run_cli(tmp_path, *args: str, watch: tuple[str, ...] = HEAVY) -> tuple[dict, subprocess.CompletedProcess]:
+def _run_cli(
+    tmp_path, *args: str, watch: tuple[str, ...] = HEAVY, env: dict | None = None
+) -> tuple[dict, subprocess.CompletedProcess]:
     record = tmp_path / "record.json"
     process = subprocess.run(
-        [sys.executable, "-c", SCRIPT % (watch,), str(record), *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", SCRIPT % (watch,), str(record), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert record.exists(), process.stderr
     return json.loads(record.read_text()), process
+
+
+def _environment(**settings: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    return {**env, **settings}
+
+
+@pytest.mark.parametrize(
+    ("args", "settings", "threads"),
+    [
+        (["inspect", "--help"], {}, "1"),
+        (["inspect", "--help"], {"OPENBLAS_NUM_THREADS": "3"}, "3"),
+        (["convert", "--help"], {}, None),
+    ],
+    ids=["inspect-one-blas-thread", "the-user-setting-wins", "convert-keeps-blas-threads"],
+)
+def test_inference_only_commands_start_numpy_with_one_blas_thread(tmp_path, args, settings, threads):
+    """evaluate and inspect do no linear algebra in NumPy: they do not start OpenBLAS's thread per core (issue 16)."""
+    record, process = _run_cli(tmp_path, *args, env=_environment(**settings))
+    assert record["code"] == 0, process.stderr
+    facts = json.loads((tmp_path / "record.json.process").read_text())
+    assert facts == {"blas_threads": threads}
 
 
 @pytest.mark.parametrize("args", [["--help"], ["evaluate", "--help"], ["inspect", "--help"]])

@@ -224,6 +224,7 @@ def run_batches(
     want, batch = _batching(info, n, batch_size, source)
     queue = _BatchQueue(-(-n // batch))
     sink = _OutputSink(info, n, batch)
+    nonnegative = frozenset(name for name, (low, _) in dataset.known_ranges().items() if low >= 0)
 
     def work(runner: ModelRunner | None) -> None:
         scratch: dict = {}  # this worker's quantization buffers, reused batch after batch
@@ -235,7 +236,8 @@ def run_batches(
                     runner.prepare(want)
                 start, stop = index * batch, min(index * batch + batch, n)
                 chunk = {name: array[start:stop] for name, array in dataset.inputs.items()}
-                sink.put(start, stop, runner.run(prepare_inputs(info, chunk, batch, source=source, scratch=scratch)))
+                inputs = prepare_inputs(info, chunk, batch, source=source, scratch=scratch, nonnegative=nonnegative)
+                sink.put(start, stop, runner.run(inputs))
                 if on_batch is not None:
                     on_batch(stop - start)
         except BaseException as exc:  # noqa: BLE001 - raised by the calling thread once every worker stopped
