@@ -25,8 +25,8 @@ from tflite_opt.representative_data.dataset import Dataset, validate
 from tflite_opt.specs import TensorSpec
 
 
-def _spec(dtype="float32", shape=(None, 3, 4), **quantization):
-    return TensorSpec(name="x", shape=shape, dtype=dtype, **quantization)
+def _spec(dtype="float32", name="x", shape=(None, 3, 4), **quantization):
+    return TensorSpec(name=name, shape=shape, dtype=dtype, **quantization)
 
 
 def _mapped(array: np.ndarray) -> bool:
@@ -210,3 +210,22 @@ def test_package_versions_from_folder_names_match_importlib_metadata():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fast path is for Linux")
 def test_the_platform_string_is_platform_platform():
     assert environment.platform_string() == platform.platform()
+
+
+def test_two_quantized_inputs_of_one_shape_keep_their_own_buffers():
+    """A worker's scratch serves every input of a batch: inputs of the same shape and dtype (one with a zero
+    point, one without) must not share result buffers, or the first is overwritten before it is set."""
+    from tflite_opt.measure.runtime import SignatureInfo, TensorBinding, prepare_inputs
+
+    specs = [_spec("int8", name, scale=1 / 255, zero_point=zp) for name, zp in (("a", -128), ("b", 0))]
+    info = SignatureInfo("serving_default", 0, tuple(TensorBinding(s, i, (-1, 3, 4)) for i, s in enumerate(specs)), ())
+    rng = np.random.default_rng(4)
+    chunk = {
+        "a": rng.uniform(0, 1, (4, 3, 4)).astype(np.float32),
+        "b": rng.uniform(-0.4, 0.4, (4, 3, 4)).astype(np.float32),
+    }
+    scratch: dict = {}
+    for _ in range(2):
+        got = prepare_inputs(info, chunk, 4, scratch=scratch, nonnegative=frozenset({"a"}))
+        for spec in specs:
+            np.testing.assert_array_equal(got[spec.name], quantize(chunk[spec.name], spec))
