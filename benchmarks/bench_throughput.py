@@ -172,29 +172,27 @@ def whole_process(args: argparse.Namespace) -> None:
                 # One run: the best of --best-of executions of each process, interleaved (other load on the
                 # machine hits all alike; it can only add time, so the best is the estimate of each one's cost, as
                 # the limit's start-up and load are).
-                best: dict[str, float] = {}
+                executions: dict[str, list[float]] = {key: [] for key in times}
                 for _ in range(args.best_of):
                     seconds, out = _timed(loop_cmd + [str(data)])
-                    best["loop"] = min(best.get("loop", seconds), seconds)
+                    executions["loop"].append(seconds)
                     loop_accuracy = float(out.strip())
                     for output in outputs:
                         seconds, out = _timed(ours_cmd(output, data))
-                        best[output] = min(best.get(output, seconds), seconds)
+                        executions[output].append(seconds)
                         # Same file, same data: both must agree on what they measured, or the ratio means
                         # nothing. (The tutorial loop truncates where we round when it quantizes an int8 input: a
                         # few samples may differ.)
                         tolerance = 2 / n if mode == "fp32" else 0.002
                         ours_accuracy = _accuracy(out, output)
                         assert abs(loop_accuracy - ours_accuracy) <= tolerance, (mode, loop_accuracy, ours_accuracy)
-                    seconds = _timed(loop_cmd + [str(one)])[0]
-                    best["startup"] = min(best.get("startup", seconds), seconds)
+                    executions["startup"].append(_timed(loop_cmd + [str(one)])[0])
                     start = time.perf_counter()  # the loop's np.load, on its own
                     with np.load(data) as loaded:
                         loaded["x"], loaded["y"]
-                    seconds = time.perf_counter() - start
-                    best["load"] = min(best.get("load", seconds), seconds)
-                for key, seconds in best.items():
-                    times[key].append(seconds)
+                    executions["load"].append(time.perf_counter() - start)
+                for key, seconds in executions.items():
+                    times[key].append(min(seconds))
             limit = min(times["startup"]) + min(times["load"]) + n / (cores * rate)
             for output in outputs:
                 label = "evaluate -q --format json" if output == "json" else "evaluate (table)"
